@@ -1,0 +1,27 @@
+"""Keras callbacks for fine-tuning: Caffe LR policies, cyclical LR, warmup,
+plateau decay, best-weight early stopping, an LR range test and a divergence guard.
+
+Every LR callback is also a `keras.optimizers.schedules.LearningRateSchedule`.
+"""
+
+from callbacks.base import LRScheduleCallback
+from callbacks.best_weights import BestWeights
+from callbacks.caffe_lr import CaffeLR
+from callbacks.cyclic_lr import CyclicLR
+from callbacks.divergence_guard import DivergenceGuard
+from callbacks.lr_finder import LRFinder, LRFinderResult, find_lr
+from callbacks.plateau_decay import PlateauDecay
+from callbacks.warmup import Warmup
+
+__all__ = [
+    "BestWeights",
+    "CaffeLR",
+    "CyclicLR",
+    "DivergenceGuard",
+    "LRFinder",
+    "LRFinderResult",
+    "LRScheduleCallback",
+    "PlateauDecay",
+    "Warmup",
+    "find_lr",
+]

@@ -1,0 +1,165 @@
+"""Best-weight early stopping that always ends on the best weights."""
+
+import os
+import tempfile
+
+import keras
+from keras.saving import register_keras_serializable
+
+from callbacks import _checks
+from callbacks._monitor import Monitor
+
+WEIGHTS_SUFFIX = ".weights.h5"
+
+
+@register_keras_serializable(package="zoo")
+class BestWeights(keras.callbacks.Callback):
+    """Keep the weights of the best epoch and end training on them.
+
+    After every epoch the monitored value is compared with the best so far;
+    on improvement the weights are copied (and, with `filepath`, written to
+    disk atomically: a crash mid-write never leaves a torn file). When
+    training ends, early or after its last epoch, the model gets the best
+    epoch's weights back. With `patience`, training stops once that many
+    epochs pass without improvement; `patience=None` never stops early.
+
+    `best_epoch` (0-based) and `best_<monitor>` are added to the epoch logs
+    and kept as the attributes `best_epoch` and `best`.
+
+    Example:
+
+    ```python
+    best = BestWeights(monitor="val_accuracy", patience=5, filepath="best.weights.h5")
+    model.fit(x, y, validation_split=0.2, epochs=100, callbacks=[best])
+    best.best_epoch, best.best  # the model now holds that epoch's weights
+    ```
+
+    Args:
+        monitor: String. The logged quantity to watch. Defaults to `val_loss`.
+        mode: String. `auto`, `min` or `max`. Defaults to `auto` (from the
+            monitor's name).
+        patience: Integer >= 1, or `None`. Epochs without improvement before
+            stopping; `None` only restores. Defaults to `None`.
+        min_delta: Float >= 0. The least change that counts as improvement.
+            Defaults to `0.0`.
+        filepath: String or `None`. Where to write the best weights (must end
+            in `.weights.h5`, as Keras's `save_weights` requires).
+            Defaults to `None`.
+        verbose: Integer. 1 prints when training stops early and when the
+            best weights are restored. Defaults to `1`.
+    """
+
+    def __init__(
+        self,
+        monitor="val_loss",
+        mode="auto",
+        patience=None,
+        min_delta=0.0,
+        filepath=None,
+        verbose=1,
+    ):
+        super().__init__()
+        self._monitor = Monitor(monitor, mode, min_delta)
+        self.monitor, self.mode, self.min_delta = monitor, mode, self._monitor.min_delta
+        self.patience = None if patience is None else _checks.integer("patience", patience, 1)
+        if filepath is not None and not str(filepath).endswith(WEIGHTS_SUFFIX):
+            raise ValueError(
+                f"Argument `filepath` must end in {WEIGHTS_SUFFIX!r}. Received: filepath={filepath!r}"
+            )
+        self.filepath = None if filepath is None else os.fspath(filepath)
+        self.verbose = verbose
+        self._pending_state = None
+        self._reset()
+
+    def _reset(self):
+        self.best = None
+        self.best_epoch = None
+        self.wait = 0
+        self.stopped_epoch = None
+        self.best_weights = None
+
+    def get_state(self):
+        """The callback's progress as a JSON-able dict, for checkpoints."""
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+
+    def set_state(self, state):
+        """Resume from `get_state()`'s dict at the next `on_train_begin`; the
+        best weights are read back from `filepath`."""
+        self._pending_state = dict(state)
+
+    def on_train_begin(self, logs=None):
+        self._reset()
+        if self._pending_state is not None:
+            for key, value in self._pending_state.items():
+                setattr(self, key, value)
+            self._pending_state = None
+            if self.best_epoch is not None and self.filepath and os.path.exists(self.filepath):
+                self.best_weights = _read_weights(self.model, self.filepath)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        value = self._monitor.value(logs, "BestWeights")
+        if self._monitor.improves(value, self.best):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            self.best_weights = self.model.get_weights()
+            if self.filepath:
+                _write_weights_atomically(self.model, self.filepath)
+        else:
+            self.wait += 1
+            if self.patience is not None and self.wait >= self.patience:
+                self.stopped_epoch = epoch
+                self.model.stop_training = True
+                if self.verbose:
+                    print(
+                        f"\nEpoch {epoch + 1}: BestWeights: {self.monitor} has not improved "
+                        f"for {self.patience} epochs; stopping."
+                    )
+        if self.best_epoch is not None:
+            logs["best_epoch"] = self.best_epoch
+            logs[f"best_{self.monitor}"] = self.best
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is None:
+            return
+        self.model.set_weights(self.best_weights)
+        if self.verbose:
+            print(
+                f"BestWeights: restored the weights of epoch {self.best_epoch + 1} "
+                f"({self.monitor}={self.best:.4g})."
+            )
+
+    def get_config(self):
+        return {
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "patience": self.patience,
+            "min_delta": self.min_delta,
+            "filepath": self.filepath,
+            "verbose": self.verbose,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _write_weights_atomically(model, filepath):
+    directory = os.path.dirname(os.path.abspath(filepath))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=WEIGHTS_SUFFIX)
+    os.close(fd)
+    try:
+        model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, filepath)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _read_weights(model, filepath):
+    """The weights stored in `filepath`, leaving the model's own untouched."""
+    current = model.get_weights()
+    model.load_weights(filepath)
+    stored = model.get_weights()
+    model.set_weights(current)
+    return stored

@@ -1,0 +1,101 @@
+"""Stop a run whose loss blows up, keeping the last good weights."""
+
+import math
+
+import keras
+from keras.saving import register_keras_serializable
+
+from callbacks import _checks, _training_state
+
+
+@register_keras_serializable(package="zoo")
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stop training when the loss diverges, and keep the last good weights.
+
+    After every step (every `steps_per_execution` steps) the step's training
+    loss is checked: training stops when it is NaN or infinite, or exceeds
+    `factor` times the first step's loss (the classic "abort if the loss goes
+    above 3x its initial value" rule of hyperparameter search). The model's and
+    optimizer's variables are then put back to the end of the last complete
+    epoch (or the start of training, if it diverged in the first epoch).
+
+    After the fit, `diverged` tells whether it fired and `reason` says why.
+
+    Example:
+
+    ```python
+    guard = DivergenceGuard(factor=3.0)
+    model.fit(x, y, epochs=10, callbacks=[guard])
+    if guard.diverged:
+        print(guard.reason)
+    ```
+
+    Args:
+        factor: Float > 1. The loss may grow to this many times its first
+            value. Defaults to `3.0`.
+        verbose: Integer. 1 prints the reason when it stops training.
+            Defaults to `1`.
+    """
+
+    def __init__(self, factor=3.0, verbose=1):
+        super().__init__()
+        self.factor = _checks.number("factor", factor, minimum=1)
+        self.verbose = verbose
+        self.diverged = False
+        self.reason = None
+
+    def on_train_begin(self, logs=None):
+        self.diverged = False
+        self.reason = None
+        self.first_loss = None
+        self._step_loss = _training_state.StepLoss()
+        self._last_good = _training_state.snapshot(self.model)
+        self._last_good_epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._step_loss.reset()
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.diverged:
+            return
+        loss = self._step_loss.update(batch, logs)
+        if self.first_loss is None and math.isfinite(loss):
+            self.first_loss = loss
+        if not math.isfinite(loss):
+            self.reason = f"the loss became {loss}"
+        elif loss > self.factor * self.first_loss:
+            self.reason = (
+                f"the loss {loss:.4g} exceeded {self.factor:g} x its first value "
+                f"{self.first_loss:.4g}"
+            )
+        else:
+            return
+        self.diverged = True
+        self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.diverged:
+            self._last_good = _training_state.snapshot(self.model)
+            self._last_good_epoch = epoch
+
+    def on_train_end(self, logs=None):
+        # Rolled back here, after the backend has written its final state.
+        if not self.diverged:
+            return
+        _training_state.restore(self._last_good)
+        where = (
+            "the start of training"
+            if self._last_good_epoch is None
+            else f"the end of epoch {self._last_good_epoch + 1}"
+        )
+        self.reason += f" in epoch {self._epoch + 1}; weights restored to {where}"
+        if self.verbose:
+            print(f"DivergenceGuard: stopped training: {self.reason}.")
+
+    def get_config(self):
+        return {"factor": self.factor, "verbose": self.verbose}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

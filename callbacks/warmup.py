@@ -1,0 +1,76 @@
+"""Linear learning-rate warmup in front of any schedule."""
+
+from keras import ops
+from keras.optimizers.schedules import LearningRateSchedule
+from keras.saving import (
+    deserialize_keras_object,
+    register_keras_serializable,
+    serialize_keras_object,
+)
+
+from callbacks import _checks
+from callbacks._lr_control import evaluate_lr
+from callbacks.base import LRScheduleCallback
+
+
+@register_keras_serializable(package="zoo")
+class Warmup(LRScheduleCallback):
+    """Linear warmup of `warmup_steps` iterations in front of another schedule.
+
+    The LR climbs in a straight line from `start_lr` at iteration 0 to the
+    wrapped schedule's value at iteration `warmup_steps`; from there on it is
+    the wrapped schedule's, unshifted (Caffe's iteration count is global):
+
+    ```
+    it <  warmup_steps: start_lr + (schedule(warmup_steps) - start_lr) * it / warmup_steps
+    it >= warmup_steps: schedule(it)
+    ```
+
+    Example:
+
+    ```python
+    lr = Warmup(CaffeLR("step", base_lr=0.1, gamma=0.1, stepsize=3000), warmup_steps=500)
+    model.fit(x, y, epochs=30, callbacks=[lr])
+    ```
+
+    Args:
+        schedule: The LR after warmup: a float, or any
+            `keras.optimizers.schedules.LearningRateSchedule`, including
+            `CaffeLR` and `CyclicLR` (used as a schedule: pass only the
+            `Warmup` to `fit`).
+        warmup_steps: Integer >= 1. Iterations of warmup.
+        start_lr: Float >= 0. The LR at iteration 0. Defaults to `0.0`.
+    """
+
+    def __init__(self, schedule, warmup_steps, start_lr=0.0):
+        super().__init__()
+        if not isinstance(schedule, LearningRateSchedule):
+            schedule = _checks.number("schedule", schedule, minimum=0)
+        self.schedule = schedule
+        self.warmup_steps = _checks.integer("warmup_steps", warmup_steps, 1)
+        self.start_lr = _checks.number("start_lr", start_lr, minimum=0, exclusive=False)
+
+    def _lr(self, iteration):
+        target = ops.cast(evaluate_lr(self.schedule, self.warmup_steps), "float32")
+        ramp = self.start_lr + (target - self.start_lr) * (
+            ops.cast(iteration, "float32") / self.warmup_steps
+        )
+        after = ops.cast(evaluate_lr(self.schedule, iteration), "float32")
+        return ops.where(iteration < self.warmup_steps, ramp, after)
+
+    def get_config(self):
+        schedule = self.schedule
+        if isinstance(schedule, LearningRateSchedule):
+            schedule = serialize_keras_object(schedule)
+        return {
+            "schedule": schedule,
+            "warmup_steps": self.warmup_steps,
+            "start_lr": self.start_lr,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config["schedule"], dict):
+            config["schedule"] = deserialize_keras_object(config["schedule"])
+        return cls(**config)
