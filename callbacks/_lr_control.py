@@ -43,8 +43,7 @@ class ControlledLR(LearningRateSchedule):
         original: the optimizer's own learning rate (Variable, schedule, float),
             restored at the end of the fit and used while no schedule is set.
         schedule: `LearningRateSchedule` set by an LR callback, or `None`.
-        scale: a scalar `keras.Variable` that `PlateauDecay` lowers, a float
-            (in a model saved in the middle of a fit), or `None`.
+        scale: a scalar `keras.Variable` that `PlateauDecay` lowers, or `None`.
     """
 
     def __init__(self, original, schedule=None, scale=None):
@@ -54,33 +53,28 @@ class ControlledLR(LearningRateSchedule):
         self.fit_token = None  # the `params` dict of the fit that installed it
 
     def __call__(self, step):
-        lr = ops.cast(evaluate_lr(self._base(), step), "float32")
-        if isinstance(self.scale, keras.Variable):
+        base = self.original if self.schedule is None else self.schedule
+        lr = ops.cast(evaluate_lr(base, step), "float32")
+        if self.scale is not None:
             lr = lr * self.scale.value
-        elif self.scale is not None:
-            lr = lr * self.scale
         return lr
-
-    def _base(self):
-        return self.original if self.schedule is None else self.schedule
 
     def get_config(self):
         # Reached when a full model is saved in the middle of a fit
-        # (ModelCheckpoint): the loaded optimizer keeps the LR it had then.
-        base = self._base()
-        if isinstance(base, LearningRateSchedule):
-            base = serialize_keras_object(base)
+        # (ModelCheckpoint). Save the optimizer as it is outside the fit, so the
+        # checkpoint has the same variables and loads without this package's
+        # callbacks; their state is theirs to save.
+        original = self.original
+        if isinstance(original, LearningRateSchedule):
+            original = serialize_keras_object(original)
         else:
-            base = float(ops.convert_to_numpy(evaluate_lr(base, 0)))
-        scale = None if self.scale is None else float(ops.convert_to_numpy(self.scale))
-        return {"original": base, "scale": scale}
+            original = float(ops.convert_to_numpy(evaluate_lr(original, 0)))
+        return {"original": original}
 
     @classmethod
     def from_config(cls, config):
         original = config["original"]
-        if isinstance(original, dict):
-            original = deserialize_keras_object(original)
-        return cls(original, scale=config["scale"])
+        return deserialize_keras_object(original) if isinstance(original, dict) else original
 
 
 def attach(model, fit_params):
@@ -122,17 +116,20 @@ def set_schedule(model, fit_params, schedule):
     controller.schedule = schedule
 
 
-def add_scale(model, fit_params):
-    """A scalar variable, 1.0, that multiplies the LR of the current fit."""
+def set_scale(model, fit_params, scale):
+    """Multiply the learning rate of the current fit by `scale` from now on."""
     controller = attach(model, fit_params)
     if controller.scale is None:
-        optimizer = _base_optimizer(model.optimizer)
-        # An optimizer variable, so that JAX's stateless train step sees its
-        # updates rather than the value it had when traced.
-        controller.scale = optimizer.add_variable(
-            shape=(), initializer="ones", dtype="float32", name="zoo_lr_scale"
-        )
-    return controller.scale
+        # Not an optimizer variable: that would change the optimizer's
+        # checkpoint layout for the length of the fit.
+        controller.scale = keras.Variable(1.0, dtype="float32", trainable=False, name="lr_scale")
+    if float(ops.convert_to_numpy(controller.scale)) == scale:
+        return
+    controller.scale.assign(scale)
+    if keras.backend.backend() == "jax":
+        # A jitted JAX step holds variables outside the model's and optimizer's
+        # state as constants; retrace so that it sees the new scale.
+        model.make_train_function(force=True)
 
 
 def current_lr(model, iteration=None):
@@ -154,5 +151,3 @@ def detach(model):
 
 def _restore(optimizer, controller):
     optimizer._learning_rate = controller.original
-    if controller.scale is not None:
-        optimizer._untrack_variable(controller.scale)

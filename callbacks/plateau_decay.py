@@ -1,11 +1,11 @@
 """Plateau decay that composes with any learning-rate schedule."""
 
-from keras import ops
+import keras
+import numpy as np
+from keras.saving import register_keras_serializable
 
 from callbacks import _checks, _lr_control
 from callbacks._monitor import Monitor
-import keras
-from keras.saving import register_keras_serializable
 
 
 @register_keras_serializable(package="zoo")
@@ -103,8 +103,7 @@ class PlateauDecay(keras.callbacks.Callback):
             for key, value in self._pending_state.items():
                 setattr(self, key, value)
             self._pending_state = None
-        self._scale = _lr_control.add_scale(self.model, self.params)
-        self._scale.assign(self.lr_scale)
+        _lr_control.set_scale(self.model, self.params, self.lr_scale)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -121,10 +120,12 @@ class PlateauDecay(keras.callbacks.Callback):
         if self.cooldown_counter > 0:
             return
         self.wait += 1
-        if self.wait >= self.patience and lr > self.min_lr:
+        # The LR is float32: compare with min_lr as float32, or a cut to
+        # exactly min_lr would repeat forever.
+        if self.wait >= self.patience and lr > np.float32(self.min_lr):
             new_lr = max(lr * self.factor, self.min_lr)
             self.lr_scale *= new_lr / lr
-            self._scale.assign(self.lr_scale)
+            _lr_control.set_scale(self.model, self.params, self.lr_scale)
             self.reductions.append((epoch, new_lr))
             self.cooldown_counter = self.cooldown
             self.wait = 0

@@ -1,0 +1,26 @@
+"""Datasets that ship inside a package, for demos, tests and benchmarks."""
+
+import numpy as np
+
+
+def load_digits(validation_split=0.2, seed=0):
+    """scikit-learn's bundled 8x8 digits as `((x_train, y_train), (x_val, y_val))`.
+
+    Images are `float32` of shape `(8, 8, 1)` scaled to [0, 1]; labels are
+    integers 0-9. Images and labels are shuffled together with `seed` before
+    the last `validation_split` of them is held out.
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    if not 0.0 <= validation_split < 1.0:
+        raise ValueError(
+            f"Argument `validation_split` must be in [0, 1). Received: {validation_split!r}"
+        )
+    digits = sklearn_digits()
+    x = (digits.images / 16.0).astype("float32")[..., None]
+    y = digits.target.astype("int32")
+    order = np.random.default_rng(seed).permutation(len(x))
+    x, y = x[order], y[order]
+    n_val = int(round(len(x) * validation_split))
+    n_train = len(x) - n_val
+    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
