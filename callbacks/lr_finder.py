@@ -11,7 +11,7 @@ from keras.saving import register_keras_serializable
 from callbacks import _checks, _training_state
 from callbacks.base import LRScheduleCallback
 
-STEEPEST = "steepest descent of the smoothed loss"
+STEEPEST = "steepest fall of the smoothed loss"
 MINIMUM_OVER_10 = "learning rate at the minimum smoothed loss / 10"
 
 
@@ -67,7 +67,7 @@ class LRFinder(LRScheduleCallback):
     When the fit ends, the model's weights and the optimizer's state
     (iteration counter included) are put back exactly as they were, and
     `result` holds an `LRFinderResult`: the per-step DataFrame and a suggested
-    LR, the steepest descent of the smoothed loss before its minimum (or that
+    LR, the steepest fall of the smoothed loss before its minimum (or that
     minimum's LR / 10 when there are too few points). Use `find_lr` to run it
     in one call.
 
@@ -179,14 +179,21 @@ class LRFinder(LRScheduleCallback):
 
 
 def suggest_lr(history):
-    """`(lr, rule)` from an LR range test's `history` DataFrame."""
+    """`(lr, rule)` from an LR range test's `history` DataFrame.
+
+    The steepest fall of the smoothed loss before its minimum, measured over
+    windows of a tenth of the points (single-step slopes are mostly noise);
+    with too few points, the LR at the minimum divided by 10.
+    """
     upto = int(np.argmin(history["smoothed_loss"].to_numpy())) + 1
-    lr = history["lr"].to_numpy()[:upto]
+    log_lr = np.log(history["lr"].to_numpy()[:upto])
     smoothed = history["smoothed_loss"].to_numpy()[:upto]
-    if upto >= 3 and np.unique(lr).size == upto:
-        slope = np.gradient(smoothed, np.log(lr))
-        return float(lr[int(np.argmin(slope))]), STEEPEST
-    return float(lr[-1] / 10), MINIMUM_OVER_10
+    window = max(2, len(history) // 10)
+    if upto > window:
+        slopes = (smoothed[window:] - smoothed[:-window]) / (log_lr[window:] - log_lr[:-window])
+        start = int(np.argmin(slopes))
+        return float(np.exp(log_lr[start + window // 2])), STEEPEST
+    return float(np.exp(log_lr[-1]) / 10), MINIMUM_OVER_10
 
 
 def find_lr(model, x, y=None, *, batch_size=None, min_lr=1e-7, max_lr=10.0,

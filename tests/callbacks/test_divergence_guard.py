@@ -1,0 +1,69 @@
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from callbacks import DivergenceGuard
+from tests.callbacks.helpers import WeightsAtEpochEnd, mlp
+
+
+def initial_weights_and_fit(digits, lr, epochs, guard, recorder=None):
+    model = mlp(keras.optimizers.SGD(lr))
+    initial = model.get_weights()
+    callbacks = [guard] + ([recorder] if recorder else [])
+    history = model.fit(digits[0], digits[1], batch_size=32, epochs=epochs, callbacks=callbacks, verbose=0)
+    return model, initial, history
+
+
+def test_stops_a_run_with_a_huge_lr_and_keeps_the_initial_weights(digits, capsys):
+    guard = DivergenceGuard(factor=3.0)
+    model, initial, history = initial_weights_and_fit(digits, 1e4, 5, guard)
+    assert guard.diverged
+    assert len(history.history["loss"]) == 1  # stopped inside the first epoch
+    for actual, expected in zip(model.get_weights(), initial):
+        np.testing.assert_array_equal(actual, expected)
+    assert "weights restored to the start of training" in guard.reason
+    assert "DivergenceGuard: stopped training: the loss" in capsys.readouterr().out
+
+
+class RaiseLRAfter(keras.callbacks.Callback):
+    """Sets a huge LR from the given epoch on, so a healthy run diverges later."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.model.optimizer.learning_rate = 1e5
+
+
+def test_a_late_divergence_rolls_back_to_the_last_complete_epoch(digits):
+    guard = DivergenceGuard(verbose=0)
+    recorder = WeightsAtEpochEnd()
+    model = mlp(keras.optimizers.SGD(0.05))
+    history = model.fit(digits[0], digits[1], batch_size=32, epochs=6,
+                        callbacks=[RaiseLRAfter(2), guard, recorder], verbose=0)
+    assert guard.diverged
+    assert len(history.history["loss"]) == 3
+    for actual, expected in zip(model.get_weights(), recorder.weights[1]):
+        np.testing.assert_array_equal(actual, expected)
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert "in epoch 3; weights restored to the end of epoch 2" in guard.reason
+
+
+def test_leaves_a_healthy_run_alone(digits):
+    guard = DivergenceGuard()
+    model, _, history = initial_weights_and_fit(digits, 0.05, 3, guard)
+    assert not guard.diverged and guard.reason is None
+    assert len(history.history["loss"]) == 3
+    assert math.isfinite(guard.first_loss) and guard.first_loss > 1.5  # about ln(10)
+
+
+def test_bad_arguments_and_config_round_trip():
+    with pytest.raises(ValueError, match="`factor` must be > 1. Received: factor=0.5"):
+        DivergenceGuard(factor=0.5)
+    guard = DivergenceGuard(factor=5.0, verbose=0)
+    rebuilt = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(guard))
+    assert rebuilt.get_config() == guard.get_config() == {"factor": 5.0, "verbose": 0}

@@ -1,0 +1,110 @@
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from keras import ops
+
+from callbacks import LRFinder, find_lr
+from callbacks.lr_finder import MINIMUM_OVER_10, STEEPEST, suggest_lr
+from tests.callbacks.helpers import mlp
+
+
+def state_of(model):
+    variables = list(model.weights) + list(model.optimizer.variables)
+    return [ops.convert_to_numpy(v).copy() for v in variables]
+
+
+def trained_mlp(digits, optimizer):
+    x, y, _, _ = digits
+    model = mlp(optimizer)
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0)  # non-trivial optimizer state
+    return model
+
+
+@pytest.mark.parametrize("optimizer", [lambda: keras.optimizers.Adam(1e-3),
+                                       lambda: keras.optimizers.SGD(0.01, momentum=0.9)])
+def test_leaves_weights_and_optimizer_state_exactly_as_before(digits, optimizer):
+    model = trained_mlp(digits, optimizer())
+    before = state_of(model)
+    iterations = int(model.optimizer.iterations)
+    result = find_lr(model, digits[0], digits[1], batch_size=64, min_lr=1e-5, max_lr=1.0,
+                     num_steps=30, verbose=0)
+    assert len(result.history) > 5
+    after = state_of(model)
+    assert len(after) == len(before)
+    for a, b in zip(after, before):
+        np.testing.assert_array_equal(a, b)
+    assert int(model.optimizer.iterations) == iterations
+    assert float(model.optimizer.learning_rate) == pytest.approx(model.optimizer.get_config()["learning_rate"])
+
+
+def test_sweeps_exponentially_and_stops_when_the_loss_blows_up(digits):
+    model = mlp(keras.optimizers.SGD())
+    finder = LRFinder(min_lr=1e-4, max_lr=1e3, num_steps=120, verbose=0)
+    # 1347 samples / 32 = 43 steps an epoch: the sweep spans several epochs.
+    model.fit(digits[0], digits[1], batch_size=32, epochs=120, callbacks=[finder], verbose=0)
+    result = finder.result
+    history = result.history
+    assert list(history.columns) == ["lr", "loss", "smoothed_loss"]
+    assert 43 < len(history) < 120  # diverged before the last step
+    expected_lr = [1e-4 * (1e7) ** (i / 119) for i in range(len(history))]
+    assert history["lr"].tolist() == pytest.approx(expected_lr, rel=1e-5)
+    assert "exceeded 3x its minimum" in result.stop_reason or "loss became" in result.stop_reason
+    assert history["smoothed_loss"].iloc[-1] > 2 * history["smoothed_loss"].min() or not np.isfinite(history["loss"].iloc[-1])
+    assert result.rule == STEEPEST
+    # The suggestion is an LR from before the loss minimum, where the loss falls.
+    lowest = history["smoothed_loss"].idxmin()
+    assert history["lr"].iloc[0] <= result.suggested_lr <= history["lr"].iloc[lowest]
+
+
+def test_a_quick_fit_at_the_suggested_lr_learns(digits):
+    model = mlp(keras.optimizers.SGD())
+    result = find_lr(model, digits[0], digits[1], batch_size=32, min_lr=1e-4, max_lr=10.0,
+                     num_steps=100, verbose=0)
+    model.optimizer.learning_rate = result.suggested_lr
+    history = model.fit(digits[0], digits[1], batch_size=32, epochs=3, verbose=0,
+                        validation_data=(digits[2], digits[3]))
+    assert max(history.history["val_accuracy"]) > 0.8
+
+
+def test_plot_writes_a_png(digits, tmp_path):
+    model = mlp(keras.optimizers.SGD())
+    path = tmp_path / "lr_find.png"
+    find_lr(model, digits[0], digits[1], batch_size=64, min_lr=1e-3, max_lr=1.0, num_steps=20,
+            plot_path=path, verbose=0)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > 10_000
+
+
+def test_suggest_lr_rules():
+    lr = np.logspace(-5, 0, 50)
+    loss = 2.0 - 1.5 / (1 + np.exp(-4 * (np.log10(lr) + 2.5)))  # steepest at 10^-2.5
+    loss[40:] += np.linspace(0, 5, 10)  # blows up at the end
+    frame = pd.DataFrame({"lr": lr, "loss": loss, "smoothed_loss": loss})
+    suggested, rule = suggest_lr(frame)
+    assert rule == STEEPEST
+    assert suggested == pytest.approx(10**-2.5, rel=0.3)
+    suggested, rule = suggest_lr(frame.iloc[:2])
+    assert rule == MINIMUM_OVER_10 and suggested == pytest.approx(lr[1] / 10)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(min_lr=0), "`min_lr` must be > 0"),
+        (dict(min_lr=1.0, max_lr=0.1), "`max_lr` must be > 1.0"),
+        (dict(num_steps=1), "`num_steps` must be an integer >= 2"),
+        (dict(stop_factor=1.0), "`stop_factor` must be > 1"),
+        (dict(smoothing=1.0), "`smoothing` must be < 1"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LRFinder(**kwargs)
+
+
+def test_get_config_round_trips():
+    finder = LRFinder(min_lr=1e-6, max_lr=1.0, num_steps=50, stop_factor=4.0, smoothing=0.9)
+    rebuilt = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(finder))
+    assert rebuilt.get_config() == finder.get_config()
+    assert rebuilt.lr_at(49) == pytest.approx(1.0)
