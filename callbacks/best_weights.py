@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+import warnings
 
 import keras
 from keras.saving import register_keras_serializable
@@ -157,9 +158,11 @@ def _write_weights_atomically(model, filepath):
 
 
 def _read_weights(model, filepath):
-    """The weights stored in `filepath`, leaving the model's own untouched."""
-    current = model.get_weights()
-    model.load_weights(filepath)
-    stored = model.get_weights()
-    model.set_weights(current)
-    return stored
+    """The layer weights stored in `filepath`, read through an uncompiled
+    clone so that neither the model nor its optimizer state is touched."""
+    clone = keras.models.clone_model(model)
+    with warnings.catch_warnings():
+        # The file also holds optimizer variables, which the clone has none of.
+        warnings.simplefilter("ignore")
+        clone.load_weights(filepath)
+    return clone.get_weights()

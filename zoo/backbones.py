@@ -14,13 +14,6 @@ import keras
 
 from zoo.small_cnn import small_cnn
 
-# keras.applications modules, each holding one family of constructors.
-_MODULES = [
-    "convnext", "densenet", "efficientnet", "efficientnet_v2", "inception_resnet_v2",
-    "inception_v3", "mobilenet", "mobilenet_v2", "mobilenet_v3", "nasnet", "resnet",
-    "resnet_v2", "vgg16", "vgg19", "xception",
-]
-
 # The input side each model was trained on at ImageNet (224 unless listed).
 _INPUT_SIZE = {
     "InceptionV3": 299, "InceptionResNetV2": 299, "Xception": 299, "NASNetLarge": 331,
@@ -81,22 +74,21 @@ def _identity(x, data_format=None):
 
 def _discover():
     registry = {}
-    for module_name in _MODULES:
+    for attr in dir(keras.applications):
+        constructor = getattr(keras.applications, attr)
+        if not attr[0].isupper() or not callable(constructor):
+            continue
+        # keras.src.applications.resnet -> the public keras.applications.resnet
+        module_name = constructor.__module__.rsplit(".", 1)[-1]
         module = getattr(keras.applications, module_name)
-        for attr in dir(module):
-            constructor = getattr(module, attr)
-            if not attr[0].isupper() or not callable(constructor):
-                continue
-            if not hasattr(keras.applications, attr):
-                continue  # a helper, not an application
-            side = _INPUT_SIZE.get(attr, 224)
-            registry[_normalize(attr)] = Backbone(
-                name=attr.lower(),
-                constructor=constructor,
-                module=f"keras.applications.{module_name}",
-                input_size=(side, side, 3),
-                preprocess_input=module.preprocess_input,
-            )
+        side = _INPUT_SIZE.get(attr, 224)
+        registry[_normalize(attr)] = Backbone(
+            name=attr.lower(),
+            constructor=constructor,
+            module=f"keras.applications.{module_name}",
+            input_size=(side, side, 3),
+            preprocess_input=module.preprocess_input,
+        )
     registry["smallcnn"] = Backbone(
         name="small_cnn",
         constructor=small_cnn,

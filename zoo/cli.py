@@ -43,9 +43,65 @@ def _demo(args):
     return 0
 
 
+def _validate(args):
+    from zoo.spec import SpecError, load_spec
+
+    status = 0
+    for path in args.specs:
+        try:
+            load_spec(path)
+            print(f"{path}: valid")
+        except SpecError as error:
+            print(error, file=sys.stderr)
+            status = 1
+    return status
+
+
+def _list(args):
+    from zoo.backbones import list_backbones
+
+    rows = [(e.name, "x".join(map(str, e.input_size)), e.module,
+             "imagenet" if e.pretrained else "-") for e in list_backbones(args.pattern)]
+    if not rows:
+        print(f"No backbone matches {args.pattern!r}.", file=sys.stderr)
+        return 1
+    import pandas as pd
+
+    table = pd.DataFrame(rows, columns=["name", "input", "module", "weights"])
+    print(table.to_string(index=False))
+    return 0
+
+
+def _train(args):
+    from zoo.spec import SpecError
+    from zoo.train import train
+
+    try:
+        train(args.spec, run_dir=args.run_dir, verbose=0 if args.quiet else 1)
+    except SpecError as error:
+        print(error, file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+
+    validate = commands.add_parser("validate", help="check specs; print every error with its JSON path")
+    validate.add_argument("specs", nargs="+")
+    validate.set_defaults(run=_validate)
+
+    listing = commands.add_parser("list", help="the backbone registry as a table")
+    listing.add_argument("pattern", nargs="?", default="*", help="name filter (glob), e.g. 'resnet*'")
+    listing.set_defaults(run=_list)
+
+    training = commands.add_parser("train", help="run a spec and write its run folder")
+    training.add_argument("spec")
+    training.add_argument("--run-dir", help="run folder (default: runs/<spec name>)")
+    training.add_argument("--quiet", action="store_true", help="no progress output")
+    training.set_defaults(run=_train)
+
     demo = commands.add_parser(
         "demo", help="train a small CNN on scikit-learn's digits with zoo callbacks"
     )

@@ -1,0 +1,116 @@
+import json
+import os
+
+import keras
+import pytest
+
+from zoo.spec import SpecError, load_spec
+from zoo.train import build_model
+from tests.zoo.conftest import SPECS, write_spec
+
+SPEC_FILES = sorted(f for f in os.listdir(SPECS) if f.endswith(".json") and f != "schema.json")
+
+
+def minimal():
+    return {
+        "backbone": {"name": "small_cnn"},
+        "head": {"classes": 10},
+        "solver": {"base_lr": 0.01, "epochs": 1},
+        "data": {"builtin": "digits"},
+    }
+
+
+@pytest.mark.parametrize("name", SPEC_FILES)
+def test_every_spec_file_validates_and_builds(spec_dir, name, monkeypatch):
+    path = spec_dir / name
+    spec = json.loads(path.read_text())
+    if spec["backbone"].get("weights") == "imagenet":
+        # No network here: build the same architecture with random weights.
+        spec["backbone"]["weights"] = None
+        path = write_spec(spec_dir, spec, "offline-" + name)
+    resolved = load_spec(path)
+    model = build_model(path)
+    assert isinstance(model, keras.Model) and model.optimizer is not None
+    assert model.output_shape == (None, resolved["head"]["classes"])
+
+
+def test_a_minimal_spec_gets_defaults():
+    spec = load_spec(minimal())
+    assert spec["solver"]["optimizer"] == "sgd" and spec["solver"]["lr_policy"] == "fixed"
+    assert spec["head"]["pooling"] == "avg" and spec["data"]["validation_split"] == 0.2
+
+
+def test_all_errors_are_reported_at_once_with_json_paths(tmp_path):
+    spec = minimal()
+    spec["solver"].update(base_lr=-1, lr_policy="step", gamma=0.1, learning_rate=0.1)
+    spec["head"]["classes"] = 0
+    spec["head"]["droput"] = 0.5
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(tmp_path, spec))
+    messages = dict(caught.value.errors)
+    assert messages["$.solver.base_lr"] == "-1 is less than or equal to the minimum of 0"
+    assert messages["$.head.classes"] == "0 is less than the minimum of 1"
+    assert messages["$.head.droput"] == "unknown key; did you mean 'dropout'?"
+    assert messages["$.solver.learning_rate"].startswith("unknown key")
+    assert "4 errors in" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "change, path, message",
+    [
+        (lambda s: s["solver"].update(lr_policy="step", gamma=0.1), "$.solver.stepsize",
+         "Argument `stepsize` is required when policy='step'"),
+        (lambda s: s["solver"].update(lr_policy="multistep", gamma=0.1, stepvalue=[30, 20]),
+         "$.solver.stepvalue", "strictly increasing"),
+        (lambda s: s["solver"].update(lr_policy="triangular"), "$.solver.max_lr", "`max_lr` must be a finite number"),
+        (lambda s: s["solver"].pop("epochs"), "$.solver", "give the training length: `epochs` or `max_iter`"),
+        (lambda s: s["backbone"].update(name="resnet5"), "$.backbone.name", "Did you mean resnet50"),
+        (lambda s: s["backbone"].update(model="x.keras"), "$.backbone", "give either `name`"),
+        (lambda s: s["backbone"].update(weights="missing.weights.h5"), "$.backbone.weights", "no such weights file"),
+        (lambda s: s.update(frozen=[{"match": "conv*", "regex": "bn"}]), "$.frozen[0]", "give exactly one of"),
+        (lambda s: s.update(slow=[{"regex": "("}]), "$.slow[0].regex", "not a regular expression"),
+        (lambda s: s.update(stages=[{"solver": {"lr_policy": "poly", "power": 1}}]), "$.stages[0].solver.max_iter",
+         "`max_iter` is required when policy='poly'"),
+    ],
+)
+def test_semantic_errors_name_their_path(tmp_path, change, path, message):
+    spec = minimal()
+    change(spec)
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(tmp_path, spec))
+    messages = dict(caught.value.errors)
+    assert path in messages, caught.value.errors
+    assert message in messages[path]
+
+
+def test_paths_are_resolved_against_the_spec_file(spec_dir):
+    spec = load_spec(spec_dir / "digits_finetune.json")
+    assert spec["backbone"]["model"] == str(spec_dir.parent / "runs" / "digits_pretrain" / "model.keras")
+
+
+def test_invalid_json_and_missing_file(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text('{"backbone": }')
+    with pytest.raises(SpecError, match=r"\$: not valid JSON: Expecting value at line 1, column 14"):
+        load_spec(path)
+    with pytest.raises(SpecError, match="no such file"):
+        load_spec(tmp_path / "nope.json")
+
+
+def test_a_layer_pattern_that_matches_nothing_fails_before_training(tmp_path):
+    spec = minimal()
+    spec["frozen"] = [{"match": "cnov*"}]
+    spec["stages"] = [{"slow": [{"up_to": "relu9", "lr_mult": 0.1}]}]
+    with pytest.raises(SpecError) as caught:
+        build_model(write_spec(tmp_path, spec))
+    messages = dict(caught.value.errors)
+    assert "'cnov*' matches no layer; close layer names: conv" in messages["$.frozen[0].match"]
+    assert "'relu9' matches no layer" in messages["$.stages[0].slow[0].up_to"]
+
+
+def test_schema_file_is_valid_json_schema_2020_12():
+    import jsonschema
+
+    schema = json.loads(open(os.path.join(SPECS, "schema.json")).read())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(schema)
