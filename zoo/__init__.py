@@ -5,7 +5,20 @@ import os
 # TensorFlow's C++ info lines drown the progress output; a user's own setting wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from zoo.backbones import get_backbone, list_backbones
 from zoo.datasets import load_digits
 from zoo.small_cnn import small_cnn
+from zoo.spec import SpecError, load_spec
+from zoo.train import TrainResult, build_model, train
 
-__all__ = ["load_digits", "small_cnn"]
+__all__ = [
+    "SpecError",
+    "TrainResult",
+    "build_model",
+    "get_backbone",
+    "list_backbones",
+    "load_digits",
+    "load_spec",
+    "small_cnn",
+    "train",
+]

@@ -1,57 +1,158 @@
-"""Training data as tf.data pipelines."""
+"""Training data as tf.data pipelines: built-in digits, image folders,
+Caffe-style listing files and CSV files."""
+
+import os
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from zoo.backbones import get_backbone
 from zoo.datasets import load_digits
 
+SOURCES = ("builtin", "folder", "listing", "csv")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
 
 def load_data(data, batch_size, backbone=None):
-    """`(train, validation)` tf.data datasets of `(image, label)` batches.
+    """`(train, validation, class_names)`: tf.data datasets of `(image,
+    label)` batches and the name of each label.
 
-    `builtin: "digits"`: scikit-learn's digits, optionally only `classes`
-    (relabelled 0..len(classes)-1 in the order given), shuffled with `seed`
-    (images and labels together) before `validation_split` is held out.
-    Images are resized to `image_size`, repeated over `channels`, and
-    normalized (`normalization`). The training set is reshuffled every epoch;
-    both prefetch.
+    Images and labels are shuffled together with `seed` (before
+    `validation_split` is held out, and again every epoch for training);
+    images are resized to `image_size`, repeated over `channels`, augmented
+    (training only) and normalized. Both datasets prefetch.
     """
+    if "builtin" in data:
+        x, y, x_val, y_val, names = _digits(data)
+        train = tf.data.Dataset.from_tensor_slices((x, y))
+        validation = tf.data.Dataset.from_tensor_slices((x_val, y_val))
+        decode, count = None, len(x)
+    else:
+        paths, labels, names = read_source(data)
+        if "validation" in data:
+            val_paths, val_labels, _ = read_source(data["validation"], names)
+        else:
+            paths, labels, val_paths, val_labels = _split(paths, labels, data)
+        train = tf.data.Dataset.from_tensor_slices((paths, labels))
+        validation = tf.data.Dataset.from_tensor_slices((val_paths, val_labels))
+        decode, count = _decoder(data), len(paths)
+    if data.get("shuffle", True):
+        train = train.shuffle(count, seed=data["seed"], reshuffle_each_iteration=True)
+    train = _pipeline(train, decode, _preparation(data, backbone, training=True), batch_size)
+    validation = _pipeline(validation, decode, _preparation(data, backbone, training=False), batch_size)
+    return train, validation, names
+
+
+def _pipeline(dataset, decode, prepare, batch_size):
+    if decode is not None:
+        dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(batch_size).map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _digits(data):
     (x, y), (x_val, y_val) = load_digits(validation_split=data["validation_split"], seed=data["seed"])
-    if "classes" in data:
-        x, y = _only(x, y, data["classes"])
-        x_val, y_val = _only(x_val, y_val, data["classes"])
-    prepare = _preparation(data, backbone)
-    train = (
-        tf.data.Dataset.from_tensor_slices((x, y))
-        .shuffle(len(x), seed=data["seed"], reshuffle_each_iteration=True)
-        .batch(batch_size)
-        .map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    validation = (
-        tf.data.Dataset.from_tensor_slices((x_val, y_val))
-        .batch(batch_size)
-        .map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    return train, validation
+    classes = data.get("classes", list(range(10)))
+    x, y = _only(x, y, classes)
+    x_val, y_val = _only(x_val, y_val, classes)
+    return x, y, x_val, y_val, [str(c) for c in classes]
 
 
-def _preparation(data, backbone):
-    """The per-batch image transform the data section declares."""
-    size = data.get("image_size")
-    channels = data.get("channels", 1)
+def _only(x, y, classes):
+    keep = np.isin(y, classes)
+    relabel = {c: i for i, c in enumerate(classes)}
+    return x[keep], np.array([relabel[label] for label in y[keep]], dtype="int32")
+
+
+def read_source(source, class_names=None):
+    """`(paths, labels, class_names)` of a folder, listing or CSV source.
+
+    Labels that are not integers are class names, numbered in sorted order
+    (or by `class_names`, for validation data)."""
+    if "folder" in source:
+        root = source["folder"]
+        names = class_names or sorted(
+            d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        rows = [(os.path.join(root, name, f), name) for name in names
+                if os.path.isdir(os.path.join(root, name))
+                for f in sorted(os.listdir(os.path.join(root, name)))
+                if f.lower().endswith(IMAGE_SUFFIXES)]
+    elif "listing" in source:
+        root = source.get("root", os.path.dirname(source["listing"]))
+        with open(source["listing"]) as f:
+            pairs = [line.rsplit(maxsplit=1) for line in f if line.strip()]
+        rows = [(os.path.join(root, path), label) for path, label in pairs]
+    else:
+        root = source.get("root", os.path.dirname(source["csv"]))
+        frame = pd.read_csv(source["csv"])
+        columns = source.get("path_column", "path"), source.get("label_column", "label")
+        rows = [(os.path.join(root, str(p)), str(label)) for p, label in frame[list(columns)].itertuples(index=False)]
+    if not rows:
+        raise ValueError(f"No images found in {source}")
+    paths, labels = zip(*rows)
+    if class_names is None:
+        if all(str(label).lstrip("-").isdigit() for label in labels):
+            class_names = [str(n) for n in sorted({int(label) for label in labels})]
+        else:
+            class_names = sorted(set(labels))
+    if all(str(label).lstrip("-").isdigit() for label in labels) and "folder" not in source:
+        index = {name: int(name) for name in class_names}
+    else:
+        index = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise ValueError(f"Labels {unknown[:5]} are not among the training classes {class_names[:10]}")
+    return np.array(paths), np.array([index[label] for label in labels], dtype="int32"), class_names
+
+
+def _split(paths, labels, data):
+    order = np.random.default_rng(data["seed"]).permutation(len(paths))
+    paths, labels = paths[order], labels[order]
+    n_train = len(paths) - int(round(len(paths) * data["validation_split"]))
+    return paths[:n_train], labels[:n_train], paths[n_train:], labels[n_train:]
+
+
+def _decoder(data):
+    size = data["image_size"]
+
+    def decode(path, label):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=data.get("channels", 3),
+                                   expand_animations=False)
+        image = tf.image.resize(tf.cast(image, "float32") / 255.0, size)
+        return image, label
+
+    return decode
+
+
+def _preparation(data, backbone, training):
+    """The per-batch transform: resize, channels, crop, flip, normalization."""
+    size = data.get("image_size") if "builtin" in data else None  # files are resized on decode
+    to_rgb = "builtin" in data and data.get("channels", 1) == 3
+    augment = data.get("augment", {})
+    crop = augment.get("random_crop")
+    flip = augment.get("flip")
     normalization = data.get("normalization", "none")
     preprocess = None
-    if normalization == "backbone" and backbone and "name" in backbone:
+    if normalization == "backbone":
         preprocess = get_backbone(backbone["name"]).preprocess_input
+    seed = data["seed"]
 
     def prepare(images, labels):
         if size:
             images = tf.image.resize(images, size)
-        if channels == 3:
+        if to_rgb:
             images = tf.repeat(images, 3, axis=-1)
+        if crop:
+            if training:
+                shape = tf.shape(images)
+                images = tf.image.random_crop(images, [shape[0], crop[0], crop[1], shape[3]], seed=seed)
+            else:
+                images = _center_crop(images, crop)
+        if flip and training:
+            if flip in ("horizontal", "horizontal_and_vertical"):
+                images = _random_flip(images, axis=2, seed=seed)
+            if flip in ("vertical", "horizontal_and_vertical"):
+                images = _random_flip(images, axis=1, seed=seed + 1)
         if preprocess is not None:
             images = preprocess(images * 255.0)
         elif isinstance(normalization, dict):
@@ -61,7 +162,18 @@ def _preparation(data, backbone):
     return prepare
 
 
-def _only(x, y, classes):
-    keep = np.isin(y, classes)
-    relabel = {c: i for i, c in enumerate(classes)}
-    return x[keep], np.array([relabel[label] for label in y[keep]], dtype="int32")
+def _center_crop(images, crop):
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    top, left = (height - crop[0]) // 2, (width - crop[1]) // 2
+    return images[:, top:top + crop[0], left:left + crop[1], :]
+
+
+def _random_flip(images, axis, seed):
+    # One coin per image, so a batch mixes flipped and unflipped images.
+    flip = tf.random.uniform([tf.shape(images)[0], 1, 1, 1], seed=seed) < 0.5
+    return tf.where(flip, tf.reverse(images, [axis]), images)
+
+
+def image_shape(dataset):
+    """The `(height, width, channels)` of a batched dataset's images."""
+    return tuple(dataset.element_spec[0].shape[1:])

@@ -109,6 +109,7 @@ def semantic_errors(spec, base_dir):
     """What JSON Schema cannot say: the rules between fields."""
     errors = []
     errors += _backbone_errors(spec["backbone"], base_dir)
+    errors += _data_errors(spec["data"], spec["backbone"], base_dir)
     errors += _selector_errors(spec.get("frozen", []), ["frozen"])
     errors += _selector_errors(spec.get("slow", []), ["slow"])
     stages = spec.get("stages") or [{}]
@@ -145,6 +146,34 @@ def _backbone_errors(backbone, base_dir):
             errors.append((json_path(path + ["model"]), f"no such model file: {backbone['model']}"))
         if "cut_at" not in backbone:
             errors.append((json_path(path + ["cut_at"]), "required with `model`: the layer the new head goes on"))
+    return errors
+
+
+FILE_SOURCES = ("folder", "listing", "csv")
+PATH_KEYS = FILE_SOURCES + ("root",)
+
+
+def _data_errors(data, backbone, base_dir):
+    errors = []
+    sources = [key for key in ("builtin",) + FILE_SOURCES if key in data]
+    if len(sources) != 1:
+        errors.append(("$.data", f"give exactly one source: builtin, folder, listing or csv; got {sources or 'none'}"))
+    elif sources[0] != "builtin" and "image_size" not in data:
+        errors.append(("$.data.image_size", f"required with `{sources[0]}`: the size images are resized to"))
+    if "validation" in data:
+        given = [key for key in FILE_SOURCES if key in data["validation"]]
+        if len(given) != 1:
+            errors.append(("$.data.validation", f"give exactly one of folder, listing, csv; got {given or 'none'}"))
+        if "builtin" in data:
+            errors.append(("$.data.validation", "the builtin dataset has its own; use validation_split"))
+    if "classes" in data and "builtin" not in data:
+        errors.append(("$.data.classes", "only with `builtin`"))
+    for path, section in (("$.data", data), ("$.data.validation", data.get("validation", {}))):
+        for key in PATH_KEYS:
+            if key in section and not os.path.exists(_resolve_path(section[key], base_dir)):
+                errors.append((f"{path}.{key}", f"no such {'folder' if key in ('folder', 'root') else 'file'}: {section[key]}"))
+    if data.get("normalization") == "backbone" and "name" not in backbone:
+        errors.append(("$.data.normalization", "\"backbone\" needs a registry backbone (`backbone.name`)"))
     return errors
 
 
@@ -224,6 +253,10 @@ def resolve(spec, base_dir):
     spec.setdefault("frozen", [])
     spec.setdefault("slow", [])
     spec["data"] = {"validation_split": 0.2, "seed": spec["seed"], **spec["data"]}
+    for section in (spec["data"], spec["data"].get("validation", {})):
+        for key in PATH_KEYS:
+            if key in section:
+                section[key] = _resolve_path(section[key], base_dir)
     return spec
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from callbacks import BestWeights, DivergenceGuard, PlateauDecay
 from callbacks._lr_control import current_lr
-from zoo.data import load_data
+from zoo.data import image_shape, load_data
 from zoo.model import build_network, compile_stage, configure_layers, selected_layers
 from zoo.spec import SpecError, load_spec, lr_schedule, stages_of
 
@@ -132,7 +132,11 @@ def train(spec, run_dir=None, verbose=1):
     for index, (name, frozen, slow, solver) in enumerate(stages):
         table, lr_mult, decay_mult = configure_layers(model, frozen, slow, _stage_path(spec, index))
         compile_stage(model, solver, lr_mult, decay_mult)
-        train_data, validation_data = load_data(spec["data"], solver["batch_size"], spec["backbone"])
+        train_data, validation_data, _ = load_data(spec["data"], solver["batch_size"], spec["backbone"])
+        if image_shape(train_data) != tuple(model.input_shape[1:]):
+            raise SpecError([("$.data", f"images are {image_shape(train_data)} but the model takes "
+                              f"{tuple(model.input_shape[1:])}: set data.image_size and data.channels "
+                              "(or backbone.input_shape)")])
         steps = int(train_data.cardinality())
         epochs = solver.get("epochs") or math.ceil(solver["max_iter"] / steps)
         if verbose:

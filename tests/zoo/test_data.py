@@ -1,0 +1,117 @@
+import numpy as np
+import keras
+import pytest
+
+from zoo.data import load_data
+from zoo.datasets import load_digits
+from zoo.spec import SpecError, load_spec
+from zoo.train import train
+from tests.zoo.conftest import write_spec
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory):
+    """120 digits written as PNG files: a class-per-folder tree, a Caffe
+    listing and a CSV over the same files."""
+    root = tmp_path_factory.mktemp("images")
+    (x, y), _ = load_digits(validation_split=0.0, seed=0)
+    x, y = x[:120], y[:120]
+    lines, rows = [], ["path,label"]
+    for i, (image, label) in enumerate(zip(x, y)):
+        relative = f"digit_{label}/{i}.png"
+        (root / f"digit_{label}").mkdir(exist_ok=True)
+        keras.utils.save_img(root / relative, np.round(image * 255), scale=False)
+        lines.append(f"{relative} {label}")
+        rows.append(f"{relative},digit_{label}")
+    (root / "train.txt").write_text("\n".join(lines[:100]) + "\n")
+    (root / "val.txt").write_text("\n".join(lines[100:]) + "\n")
+    (root / "all.csv").write_text("\n".join(rows) + "\n")
+    return root, x, y
+
+
+def data_spec(data, backbone=None):
+    return load_spec({"backbone": backbone or {"name": "small_cnn"}, "head": {"classes": 10},
+                      "solver": {"base_lr": 0.01, "epochs": 1}, "data": data})["data"]
+
+
+def first_batch(dataset):
+    images, labels = next(iter(dataset))
+    return images.numpy(), labels.numpy()
+
+
+def test_listing_with_separate_validation_keeps_caffe_integer_labels(image_files):
+    root, x, y = image_files
+    data = data_spec({"listing": str(root / "train.txt"), "validation": {"listing": str(root / "val.txt")},
+                      "image_size": [8, 8], "channels": 1, "shuffle": False})
+    train_data, validation, names = load_data(data, batch_size=100)
+    images, labels = first_batch(train_data)
+    assert images.shape == (100, 8, 8, 1)
+    np.testing.assert_array_equal(labels, y[:100])
+    np.testing.assert_allclose(images, x[:100], atol=1 / 255)
+    val_images, val_labels = first_batch(validation)
+    np.testing.assert_array_equal(val_labels, y[100:])
+
+
+def test_folder_and_csv_number_class_names_in_sorted_order(image_files):
+    root, x, y = image_files
+    for source in ({"folder": str(root)}, {"csv": str(root / "all.csv")}):
+        data = data_spec({**source, "image_size": [8, 8], "channels": 1, "validation_split": 0.25})
+        train_data, validation, names = load_data(data, batch_size=200)
+        assert names == [f"digit_{d}" for d in range(10)]
+        images, labels = first_batch(train_data)
+        val_images, _ = first_batch(validation)
+        assert len(images) == 90 and len(val_images) == 30
+        # Every image still carries its own label.
+        by_image = {np.round(img * 16).astype(int).tobytes(): label for img, label in zip(x, y)}
+        assert [by_image[np.round(img * 16).astype(int).tobytes()] for img in images] == labels.tolist()
+
+
+def test_shuffling_moves_images_and_labels_together_and_is_seeded():
+    data = data_spec({"builtin": "digits", "seed": 3})
+    first, _, _ = load_data(data, batch_size=50)
+    second, _, _ = load_data(data, batch_size=50)
+    a, b = first_batch(first), first_batch(second)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_resize_channels_crop_flip_and_backbone_normalization():
+    data = data_spec({"builtin": "digits", "image_size": [40, 40], "channels": 3,
+                      "augment": {"random_crop": [32, 32], "flip": "horizontal"},
+                      "normalization": "backbone"}, backbone={"name": "mobilenet_v2"})
+    train_data, validation, _ = load_data(data, batch_size=16, backbone={"name": "mobilenet_v2"})
+    images, _ = first_batch(train_data)
+    assert images.shape == (16, 32, 32, 3)
+    assert images.min() >= -1.0 and images.max() <= 1.0 and images.min() < -0.9  # MobileNetV2: [-1, 1]
+    np.testing.assert_array_equal(images[..., 0], images[..., 2])  # gray repeated over RGB
+    val_images, _ = first_batch(validation)
+    assert val_images.shape == (16, 32, 32, 3)
+
+
+def test_data_errors_are_spec_errors(tmp_path):
+    spec = {"backbone": {"model": "m.keras", "cut_at": "x"}, "head": {"classes": 10},
+            "solver": {"base_lr": 0.01, "epochs": 1},
+            "data": {"folder": "nowhere", "builtin": "digits", "normalization": "backbone"}}
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(tmp_path, spec))
+    messages = dict(caught.value.errors)
+    assert "give exactly one source" in messages["$.data"]
+    assert messages["$.data.folder"] == "no such folder: nowhere"
+    assert "needs a registry backbone" in messages["$.data.normalization"]
+
+
+def test_image_shape_mismatch_is_a_spec_error_before_training(tmp_path):
+    spec = {"backbone": {"name": "small_cnn", "input_shape": [16, 16, 1]}, "head": {"classes": 10},
+            "solver": {"base_lr": 0.01, "epochs": 1}, "data": {"builtin": "digits"}}
+    with pytest.raises(SpecError, match=r"images are \(8, 8, 1\) but the model takes \(16, 16, 1\)"):
+        train(write_spec(tmp_path, spec), run_dir=tmp_path / "run", verbose=0)
+
+
+def test_training_from_an_image_folder(image_files, tmp_path):
+    root, _, _ = image_files
+    spec = {"backbone": {"name": "small_cnn"}, "head": {"classes": 10},
+            "solver": {"base_lr": 0.05, "epochs": 2, "batch_size": 16},
+            "data": {"folder": str(root), "image_size": [8, 8], "channels": 1,
+                     "augment": {"flip": "horizontal"}}}
+    result = train(write_spec(tmp_path, spec), run_dir=tmp_path / "run", verbose=0)
+    assert len(result.history) == 2 and np.isfinite(result.history["loss"]).all()
