@@ -7,6 +7,7 @@ import os
 
 import keras
 import pandas as pd
+import tensorflow as tf
 
 from callbacks import BestWeights, DivergenceGuard, PlateauDecay
 from callbacks._lr_control import current_lr
@@ -82,11 +83,14 @@ class _RunLog(keras.callbacks.Callback):
         self.rows, self.lr_rows = [], []
         self.stage = None
 
+    def _iterations(self):
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
     def on_epoch_begin(self, epoch, logs=None):
-        self._first_step = int(self.model.optimizer.iterations)
+        self._first_step = self._iterations()
 
     def on_epoch_end(self, epoch, logs=None):
-        last = int(self.model.optimizer.iterations)
+        last = self._iterations()
         for iteration in range(self._first_step, last):
             self.lr_rows.append((self.stage, iteration, current_lr(self.model, iteration)))
         self.rows.append({"epoch": epoch, "stage": self.stage, **(logs or {})})
@@ -113,10 +117,12 @@ def train(spec, run_dir=None, verbose=1):
         json.dump(spec, f, indent=2)
 
     keras.utils.set_random_seed(spec["seed"])
+    strategy = _strategy(spec.get("distribute"))
     if spec["solver"]["mixed_precision"]:
         keras.mixed_precision.set_dtype_policy("mixed_float16")
     try:
-        model = build_network(spec)
+        with strategy.scope():
+            model = build_network(spec)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     _check_layer_selectors(model, spec)
@@ -131,7 +137,8 @@ def train(spec, run_dir=None, verbose=1):
     epoch = 0
     for index, (name, frozen, slow, solver) in enumerate(stages):
         table, lr_mult, decay_mult = configure_layers(model, frozen, slow, _stage_path(spec, index))
-        compile_stage(model, solver, lr_mult, decay_mult)
+        with strategy.scope():
+            compile_stage(model, solver, lr_mult, decay_mult)
         train_data, validation_data, _ = load_data(spec["data"], solver["batch_size"], spec["backbone"])
         if image_shape(train_data) != tuple(model.input_shape[1:]):
             raise SpecError([("$.data", f"images are {image_shape(train_data)} but the model takes "
@@ -140,7 +147,8 @@ def train(spec, run_dir=None, verbose=1):
         steps = int(train_data.cardinality())
         epochs = solver.get("epochs") or math.ceil(solver["max_iter"] / steps)
         if verbose:
-            print(f"\nStage {index + 1}/{len(stages)} '{name}': {epochs} epochs of {steps} steps, "
+            print(f"\nStage {index + 1}/{len(stages)} '{name}': {epochs} epochs of {steps} steps "
+                  f"on {strategy.num_replicas_in_sync} device(s), "
                   f"{solver['optimizer']} base_lr={solver['base_lr']} lr_policy={solver['lr_policy']}")
             print(table.to_string(index=False))
         run_log.stage = name
@@ -166,6 +174,15 @@ def train(spec, run_dir=None, verbose=1):
     if verbose:
         print(f"\nBest epoch {best.best_epoch + 1}: {best.monitor}={best.best:.4f}. Run folder: {run_dir}")
     return TrainResult(history, lr_per_step, best.best_epoch, best.monitor, best.best, model, run_dir, paths)
+
+
+def _strategy(name):
+    """The spec's `distribute` strategy; the default one for none."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
 
 
 def _plot_curves(history, path):

@@ -71,3 +71,19 @@ def test_cli_validate_list_and_train(spec_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "lr_mult" in out and "Best epoch 1" in out
     assert main(["train", str(bad)]) == 2
+
+
+def test_mixed_precision_and_jit_compile_switches(tmp_path):
+    spec = {"backbone": {"name": "small_cnn"}, "head": {"classes": 10},
+            "solver": {"base_lr": 0.05, "epochs": 1, "mixed_precision": True, "jit_compile": True,
+                       "steps_per_execution": 4, "lr_policy": "exp", "gamma": 0.99},
+            "data": {"builtin": "digits"}}
+    result = train(write_spec(tmp_path, spec), run_dir=tmp_path / "run", verbose=0)
+    model = result.model
+    assert model.get_layer("conv1").dtype_policy.name == "mixed_float16"
+    assert model.get_layer("head_classifier").dtype_policy.name == "float32"
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.jit_compile and np.isfinite(result.history["loss"]).all()
+    # The schedule still drove every step through the loss-scale wrapper.
+    assert result.history["lr"].iloc[0] == pytest.approx(0.05 * 0.99 ** (len(result.lr_per_step) - 1), rel=1e-5)
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
