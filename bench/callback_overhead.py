@@ -1,6 +1,6 @@
 """Per-epoch training time with each zoo LR callback, relative to a bare `model.fit`.
 
-What it measures: the small CNN of `zoo demo` on scikit-learn's digits
+What it measures: `zoo.small_cnn` on scikit-learn's digits
 (1438 training images, batch 32, 45 steps an epoch, SGD with momentum, no
 validation; PlateauDecay and BestWeights watch the training loss), trained
 in one process with each configuration in turn, for several interleaved rounds.
