@@ -90,15 +90,13 @@ def read_source(source, class_names=None):
     if not rows:
         raise ValueError(f"No images found in {source}")
     paths, labels = zip(*rows)
+    # Integer labels (Caffe listings) keep their values; names are numbered
+    # in sorted order, or as the training data numbered them.
+    numeric = "folder" not in source and all(str(label).lstrip("-").isdigit() for label in labels)
     if class_names is None:
-        if all(str(label).lstrip("-").isdigit() for label in labels):
-            class_names = [str(n) for n in sorted({int(label) for label in labels})]
-        else:
-            class_names = sorted(set(labels))
-    if all(str(label).lstrip("-").isdigit() for label in labels) and "folder" not in source:
-        index = {name: int(name) for name in class_names}
-    else:
-        index = {name: i for i, name in enumerate(class_names)}
+        class_names = sorted({str(int(l)) for l in labels}, key=int) if numeric else sorted(set(labels))
+    index = {name: int(name) if numeric else i for i, name in enumerate(class_names)}
+    labels = [str(int(label)) if numeric else label for label in labels]
     unknown = sorted(set(labels) - set(index))
     if unknown:
         raise ValueError(f"Labels {unknown[:5]} are not among the training classes {class_names[:10]}")

@@ -162,7 +162,7 @@ def train(spec, run_dir=None, verbose=1):
         callbacks.append(best)
         # shuffle=False: the tf.data pipeline reshuffles every epoch itself.
         model.fit(train_data, validation_data=validation_data, initial_epoch=epoch, shuffle=False,
-                  epochs=epoch + epochs, callbacks=callbacks, verbose=2 if verbose else 0)
+                  epochs=epoch + epochs, callbacks=callbacks, verbose=verbose)
         epoch += epochs
 
     model.save(paths["model.keras"])

@@ -45,6 +45,13 @@ def test_constant_and_uniform_fillers():
     assert values.min() >= -2 and values.max() <= -1
 
 
+@pytest.mark.parametrize("pooling, features", [("avg", 64), ("max", 64), ("flatten", 4 * 4 * 64)])
+def test_head_pooling(pooling, features):
+    model = build_network(spec(head={"classes": 3, "pooling": pooling}))
+    assert model.get_layer("head_pool").output.shape == (None, features)
+    assert model.get_layer("head_classifier").kernel.shape == (features, 3)
+
+
 def test_head_layers_and_initializers():
     model = build_network(spec(head={"classes": 3, "hidden": [8], "dropout": 0.5,
                                      "bias_filler": {"type": "constant", "value": 0.2}}))
@@ -152,6 +159,17 @@ def test_decay_mult_scales_caffe_weight_decay(kind):
     for before, without, with_decay in zip(w0, plain, decayed):
         penalty = before if kind == "L2" else np.sign(before)
         np.testing.assert_allclose(with_decay, without - 0.1 * 0.01 * 3.0 * penalty, rtol=1e-5, atol=1e-7)
+
+
+def test_adamw_decoupled_decay_is_scaled_by_lr_mult_times_decay_mult():
+    # AdamW decays before its Adam step: w' = w - lr * lr_mult * wd * decay_mult * w.
+    plain, _ = one_step("adamw", 0.01, lr_mult=2.0)
+    decayed, _ = one_step("adamw", 0.01, lr_mult=2.0, weight_decay=0.1, decay_mult=3.0)
+    keras.utils.set_random_seed(0)
+    initial = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+    w0 = [ops.convert_to_numpy(w) for w in initial.layers[1].weights]
+    for before, without, with_decay in zip(w0, plain, decayed):
+        np.testing.assert_allclose(with_decay, without - 0.01 * 2.0 * 0.1 * 3.0 * before, rtol=1e-5, atol=1e-6)
 
 
 def test_registry_knows_every_keras_application_and_its_preprocessing():
