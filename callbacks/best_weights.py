@@ -9,12 +9,13 @@ from keras.saving import register_keras_serializable
 
 from callbacks import _checks
 from callbacks._monitor import Monitor
+from callbacks._resumable import ResumableCallback
 
 WEIGHTS_SUFFIX = ".weights.h5"
 
 
 @register_keras_serializable(package="zoo")
-class BestWeights(keras.callbacks.Callback):
+class BestWeights(ResumableCallback):
     """Keep the weights of the best epoch and end training on them.
 
     After every epoch the monitored value is compared with the best so far;
@@ -50,6 +51,8 @@ class BestWeights(keras.callbacks.Callback):
             best weights are restored. Defaults to `1`.
     """
 
+    STATE = ("best", "best_epoch", "wait")
+
     def __init__(
         self,
         monitor="val_loss",
@@ -69,8 +72,6 @@ class BestWeights(keras.callbacks.Callback):
             )
         self.filepath = None if filepath is None else os.fspath(filepath)
         self.verbose = verbose
-        self._pending_state = None
-        self._reset()
 
     def _reset(self):
         self.best = None
@@ -79,21 +80,9 @@ class BestWeights(keras.callbacks.Callback):
         self.stopped_epoch = None
         self.best_weights = None
 
-    def get_state(self):
-        """The callback's progress as a JSON-able dict, for checkpoints."""
-        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
-
-    def set_state(self, state):
-        """Resume from `get_state()`'s dict at the next `on_train_begin`; the
-        best weights are read back from `filepath`."""
-        self._pending_state = dict(state)
-
     def on_train_begin(self, logs=None):
-        self._reset()
-        if self._pending_state is not None:
-            for key, value in self._pending_state.items():
-                setattr(self, key, value)
-            self._pending_state = None
+        # A resumed run reads its best weights back from `filepath`.
+        if super().on_train_begin(logs):
             if self.best_epoch is not None and self.filepath and os.path.exists(self.filepath):
                 self.best_weights = _read_weights(self.model, self.filepath)
 
@@ -139,9 +128,6 @@ class BestWeights(keras.callbacks.Callback):
             "verbose": self.verbose,
         }
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 def _write_weights_atomically(model, filepath):

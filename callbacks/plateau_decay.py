@@ -1,15 +1,17 @@
 """Plateau decay that composes with any learning-rate schedule."""
 
-import keras
 import numpy as np
 from keras.saving import register_keras_serializable
 
 from callbacks import _checks, _lr_control
 from callbacks._monitor import Monitor
+from callbacks._resumable import ResumableCallback
 
 
 @register_keras_serializable(package="zoo")
-class PlateauDecay(keras.callbacks.Callback):
+class PlateauDecay(ResumableCallback):
+    STATE = ("best", "wait", "cooldown_counter", "lr_scale")
+
     """Multiply the learning rate by `factor` when a metric stops improving.
 
     Unlike `keras.callbacks.ReduceLROnPlateau`, which raises `TypeError` as
@@ -74,8 +76,6 @@ class PlateauDecay(keras.callbacks.Callback):
         self.cooldown = _checks.integer("cooldown", cooldown, 0)
         self.min_lr = _checks.number("min_lr", min_lr, minimum=0, exclusive=False)
         self.verbose = verbose
-        self._pending_state = None
-        self._reset()
 
     def _reset(self):
         self.best = None
@@ -84,25 +84,8 @@ class PlateauDecay(keras.callbacks.Callback):
         self.lr_scale = 1.0
         self.reductions = []
 
-    def get_state(self):
-        """The callback's progress as a JSON-able dict, for checkpoints."""
-        return {
-            "best": self.best,
-            "wait": self.wait,
-            "cooldown_counter": self.cooldown_counter,
-            "lr_scale": self.lr_scale,
-        }
-
-    def set_state(self, state):
-        """Resume from `get_state()`'s dict at the next `on_train_begin`."""
-        self._pending_state = dict(state)
-
     def on_train_begin(self, logs=None):
-        self._reset()
-        if self._pending_state is not None:
-            for key, value in self._pending_state.items():
-                setattr(self, key, value)
-            self._pending_state = None
+        super().on_train_begin(logs)
         _lr_control.set_scale(self.model, self.params, self.lr_scale)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -150,6 +133,3 @@ class PlateauDecay(keras.callbacks.Callback):
             "verbose": self.verbose,
         }
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
