@@ -45,6 +45,21 @@ def _train(args):
     return 0
 
 
+def _tune(args):
+    from zoo.spec import SpecError
+    from zoo.tune import TuneError, tune
+
+    try:
+        tune(args.spec, directory=args.dir, refine=args.refine, verbose=0 if args.quiet else 1)
+    except SpecError as error:
+        print(error, file=sys.stderr)
+        return 2
+    except TuneError as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +78,12 @@ def build_parser():
     training.add_argument("--quiet", action="store_true", help="no progress output")
     training.set_defaults(run=_train)
 
+    tuning = commands.add_parser("tune", help="run a spec's keras-tuner search; write the best spec")
+    tuning.add_argument("spec")
+    tuning.add_argument("--dir", help="search folder (default: runs/<spec name>-search); rerun to resume")
+    tuning.add_argument("--refine", action="store_true", help="then search again around the best values")
+    tuning.add_argument("--quiet", action="store_true", help="no progress output")
+    tuning.set_defaults(run=_tune)
     return parser
 
 
