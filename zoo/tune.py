@@ -299,11 +299,23 @@ def tune(spec, directory=None, refine=False, verbose=1):
     `scores.png` (score against the most influential hyperparameters).
     With `refine`, a second search narrowed around the first one's best
     values follows, and its best wins if it is better.
+
+    Distributed: run the same call in a chief and in workers with
+    keras-tuner's variables (`KERASTUNER_TUNER_ID`: "chief" or a worker
+    name; `KERASTUNER_ORACLE_IP`, `KERASTUNER_ORACLE_PORT`). Workers run the
+    trials and return `None`; the chief writes the results.
     """
     spec = _load_search_spec(spec)
     directory = os.path.abspath(directory or os.path.join("runs", f"{spec.get('name', 'zoo')}-search"))
     os.makedirs(directory, exist_ok=True)
+    if refine and "KERASTUNER_ORACLE_IP" in os.environ:
+        raise SpecError([("$.search", "--refine is not available in keras-tuner's chief/worker mode")])
     tuner = _search(spec, directory, "search", verbose)
+    if _is_worker():
+        # The chief holds the oracle and writes the results.
+        if verbose:
+            print(f"Worker {os.environ['KERASTUNER_TUNER_ID']}: no trial left to run.")
+        return None
     table = trials_table(tuner, spec)
     if refine:
         best = tuner.get_best_hyperparameters(1)[0].values
@@ -356,11 +368,18 @@ def _load_search_spec(source):
     return resolved
 
 
+def _is_worker():
+    """Whether this process is a keras-tuner worker (KERASTUNER_* variables)."""
+    return "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in os.environ.get("KERASTUNER_TUNER_ID", "")
+
+
 def _search(spec, directory, project_name, verbose):
     tuner = make_tuner(spec, directory, project_name)
     if verbose:
         tuner.search_space_summary()
     tuner.search(verbose=1 if verbose else 0)
+    if _is_worker():
+        return tuner
     completed = [t for t in tuner.oracle.trials.values() if t.status == "COMPLETED"]
     if not completed:
         first = next(iter(tuner.oracle.trials.values()), None)

@@ -164,3 +164,34 @@ def _completed(trials):
 
 def _scores(trials):
     return {t["trial_id"]: t["score"] for t in _trial_files(trials) if t["status"] == "COMPLETED"}
+
+
+def test_chief_and_worker_on_localhost(tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = write_spec(tmp_path, search_spec(LR, max_trials=2))
+    command = [sys.executable, "-m", "zoo.cli", "tune", str(path), "--dir", str(tmp_path / "s"), "--quiet"]
+
+    def start(tuner_id):
+        env = dict(os.environ, KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
+                   KERASTUNER_ORACLE_PORT=str(port))
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    chief = start("chief")
+    time.sleep(3)
+    worker = start("tuner0")
+    try:
+        worker_out, worker_err = worker.communicate(timeout=400)
+        chief_out, chief_err = chief.communicate(timeout=120)
+    finally:
+        for process in (chief, worker):
+            process.kill()
+    assert worker.returncode == 0, worker_err[-2000:]
+    assert chief.returncode == 0, chief_err[-2000:]
+    table = pd.read_csv(tmp_path / "s" / "trials.csv")  # written by the chief
+    assert len(table) == 2 and (table["status"] == "COMPLETED").all()
+    trials = tmp_path / "s" / "search"
+    assert all(t["status"] == "COMPLETED" for t in _trial_files(trials))
