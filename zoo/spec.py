@@ -2,6 +2,7 @@
 
 import copy
 import difflib
+import functools
 import json
 import os
 import re
@@ -50,13 +51,33 @@ class SpecError(ValueError):
         )
 
 
-def load_schema():
+@functools.lru_cache(maxsize=1)
+def schema_validator():
     with open(SCHEMA_PATH) as f:
-        return json.load(f)
+        return jsonschema.Draft202012Validator(json.load(f))
 
 
 def json_path(parts):
     return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+
+
+def read_spec(source):
+    """`(spec, base_dir, name)` from a JSON file path or a dict (whose
+    relative paths are taken from the working directory)."""
+    if isinstance(source, dict):
+        return copy.deepcopy(source), os.getcwd(), None
+    name = os.fspath(source)
+    try:
+        with open(name) as f:
+            spec = json.load(f)
+    except FileNotFoundError:
+        raise SpecError([("$", f"no such file: {name}")], name) from None
+    except json.JSONDecodeError as error:
+        raise SpecError(
+            [("$", f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")],
+            name,
+        ) from None
+    return spec, os.path.dirname(os.path.abspath(name)), name
 
 
 def load_spec(source):
@@ -66,33 +87,16 @@ def load_spec(source):
     (the working directory for a dict). Defaults are filled in. Raises
     `SpecError` listing every problem found.
     """
-    if isinstance(source, dict):
-        spec, base_dir, name = copy.deepcopy(source), os.getcwd(), None
-    else:
-        name = os.fspath(source)
-        base_dir = os.path.dirname(os.path.abspath(name))
-        try:
-            with open(name) as f:
-                spec = json.load(f)
-        except FileNotFoundError:
-            raise SpecError([("$", f"no such file: {name}")], name) from None
-        except json.JSONDecodeError as error:
-            raise SpecError(
-                [("$", f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")],
-                name,
-            ) from None
-    errors = schema_errors(spec)
-    if not errors:
-        errors = semantic_errors(spec, base_dir)
+    spec, base_dir, name = read_spec(source)
+    errors = schema_errors(spec) or semantic_errors(spec, base_dir)
     if errors:
         raise SpecError(errors, name)
     return resolve(spec, base_dir)
 
 
 def schema_errors(spec):
-    validator = jsonschema.Draft202012Validator(load_schema())
     errors = []
-    for error in sorted(validator.iter_errors(spec), key=lambda e: list(map(str, e.absolute_path))):
+    for error in sorted(schema_validator().iter_errors(spec), key=lambda e: list(map(str, e.absolute_path))):
         path = list(error.absolute_path)
         if error.validator == "additionalProperties":
             allowed = sorted(error.schema.get("properties", {}))

@@ -14,7 +14,16 @@ import pandas as pd
 from callbacks import DivergenceGuard, PlateauDecay
 from zoo.data import load_data
 from zoo.model import build_network, compile_stage, configure_layers
-from zoo.spec import SpecError, load_spec, lr_schedule, resolve, schema_errors, semantic_errors, stages_of
+from zoo.spec import (
+    SpecError,
+    load_spec,
+    lr_schedule,
+    read_spec,
+    resolve,
+    schema_errors,
+    semantic_errors,
+    stages_of,
+)
 
 TUNERS = {
     "random": kt.RandomSearch,
@@ -111,7 +120,7 @@ def _default(hp):
     return _extremes(hp)[0]
 
 
-def search_errors(spec):
+def search_errors(spec, base_dir):
     """Every problem with the `search` section, found before any trial runs:
     paths the spec cannot have and values its schema or rules reject."""
     base = {k: v for k, v in spec.items() if k != "search"}
@@ -133,7 +142,7 @@ def search_errors(spec):
                 candidate = _with_defaults(candidate, hp.get("branches", {}).get(str(value), {}))
                 found = schema_errors(candidate)
                 if not found:
-                    found = [e for e in semantic_errors(candidate, os.getcwd()) if not e[1].startswith("no such")]
+                    found = semantic_errors(candidate, base_dir)
                 errors.extend((here, f"{value!r} gives {path}: {message}") for path, message in found)
             for value, branch in hp.get("branches", {}).items():
                 branch_context = _with_defaults(set_path(context, name, _typed(hp, value)), branch)
@@ -342,26 +351,12 @@ def tune(spec, directory=None, refine=False, verbose=1):
 
 def _load_search_spec(source):
     """The spec, validated, with its search section checked before any trial."""
-    if isinstance(source, dict):
-        raw, base_dir = copy.deepcopy(source), os.getcwd()
-    else:
-        with open(source) as f:
-            raw = json.load(f)
-        base_dir = os.path.dirname(os.path.abspath(source))
+    raw, base_dir, name = read_spec(source)
     if "search" not in raw:
-        raise SpecError([("$.search", "required by `zoo tune`: the space to search")])
-    errors = schema_errors(raw)
-    if not errors:
-        errors = semantic_errors(raw, base_dir)
-    if not errors:
-        cwd = os.getcwd()
-        try:
-            os.chdir(base_dir)  # relative paths in the spec are the spec's
-            errors = search_errors(raw)
-        finally:
-            os.chdir(cwd)
+        raise SpecError([("$.search", "required by `zoo tune`: the space to search")], name)
+    errors = schema_errors(raw) or semantic_errors(raw, base_dir) or search_errors(raw, base_dir)
     if errors:
-        raise SpecError(errors, None if isinstance(source, dict) else source)
+        raise SpecError(errors, name)
     search = raw["search"]
     resolved = resolve({k: v for k, v in raw.items() if k != "search"}, base_dir)
     resolved["search"] = search
