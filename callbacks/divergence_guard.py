@@ -33,13 +33,18 @@ class DivergenceGuard(keras.callbacks.Callback):
     Args:
         factor: Float > 1. The loss may grow to this many times its first
             value. Defaults to `3.0`.
+        baseline: Float > 0 or `None`. The loss to compare with instead of
+            the first step's, e.g. `ln(classes)` (a fresh classifier's loss)
+            for a run that resumes from trained weights, whose first loss is
+            already low. Defaults to `None`.
         verbose: Integer. 1 prints the reason when it stops training.
             Defaults to `1`.
     """
 
-    def __init__(self, factor=3.0, verbose=1):
+    def __init__(self, factor=3.0, baseline=None, verbose=1):
         super().__init__()
         self.factor = _checks.number("factor", factor, minimum=1)
+        self.baseline = None if baseline is None else _checks.number("baseline", baseline, minimum=0)
         self.verbose = verbose
         self.diverged = False
         self.reason = None
@@ -47,7 +52,7 @@ class DivergenceGuard(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.diverged = False
         self.reason = None
-        self.first_loss = None
+        self.first_loss = self.baseline
         self._step_loss = _training_state.StepLoss()
         self._last_good = _training_state.snapshot(self.model)
         self._last_good_epoch = None
@@ -66,8 +71,8 @@ class DivergenceGuard(keras.callbacks.Callback):
             self.reason = f"the loss became {loss}"
         elif loss > self.factor * self.first_loss:
             self.reason = (
-                f"the loss {loss:.4g} exceeded {self.factor:g} x its first value "
-                f"{self.first_loss:.4g}"
+                f"the loss {loss:.4g} exceeded {self.factor:g} x "
+                f"{'the baseline' if self.baseline else 'its first value'} {self.first_loss:.4g}"
             )
         else:
             return
@@ -94,7 +99,7 @@ class DivergenceGuard(keras.callbacks.Callback):
             print(f"DivergenceGuard: stopped training: {self.reason}.")
 
     def get_config(self):
-        return {"factor": self.factor, "verbose": self.verbose}
+        return {"factor": self.factor, "baseline": self.baseline, "verbose": self.verbose}
 
     @classmethod
     def from_config(cls, config):

@@ -222,7 +222,10 @@ class SpecHyperModel(kt.HyperModel):
         train_data, validation_data, _ = load_data(spec["data"], solver["batch_size"], spec["backbone"])
         steps = int(train_data.cardinality())
         epochs = kwargs.get("epochs") or solver.get("epochs") or math.ceil(solver["max_iter"] / steps)
-        guard = DivergenceGuard(self.search["divergence_factor"], verbose=0)
+        # The classic rule compares with a fresh classifier's loss, ln(classes);
+        # a Hyperband trial resuming from trained weights starts far below it.
+        baseline = math.log(spec["head"]["classes"]) if kwargs.get("initial_epoch") else None
+        guard = DivergenceGuard(self.search["divergence_factor"], baseline=baseline, verbose=0)
         ours = [lr_schedule(solver), guard]
         if "plateau" in solver:
             ours.append(PlateauDecay(verbose=0, **solver["plateau"]))

@@ -66,4 +66,15 @@ def test_bad_arguments_and_config_round_trip():
         DivergenceGuard(factor=0.5)
     guard = DivergenceGuard(factor=5.0, verbose=0)
     rebuilt = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(guard))
-    assert rebuilt.get_config() == guard.get_config() == {"factor": 5.0, "verbose": 0}
+    assert rebuilt.get_config() == guard.get_config() == {"factor": 5.0, "baseline": None, "verbose": 0}
+
+
+def test_a_baseline_replaces_the_first_loss(digits):
+    # A generous baseline lets a run whose loss rises from a low start go on...
+    lenient = DivergenceGuard(factor=3.0, baseline=100.0, verbose=0)
+    _, _, history = initial_weights_and_fit(digits, 2.0, 2, lenient)
+    assert not lenient.diverged and lenient.first_loss == 100.0
+    # ...and a tiny one stops it at once, naming the baseline.
+    strict = DivergenceGuard(factor=3.0, baseline=0.01, verbose=0)
+    initial_weights_and_fit(digits, 0.05, 2, strict)
+    assert strict.diverged and "exceeded 3 x the baseline 0.01" in strict.reason
