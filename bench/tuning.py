@@ -1,9 +1,9 @@
 """Hyperband vs an exhaustive grid over the same search space, on digits.
 
 What it measures: `zoo tune` on scikit-learn's digits with `small_cnn`
-(SGD, momentum 0.9, batch 32, 20% validation), searching base_lr in
-{0.001, 0.003, 0.01, 0.03, 0.1, 0.3} x head dropout in {0, 0.25, 0.5}
-(18 combinations) for validation accuracy:
+(SGD, batch 32, 20% validation), searching base_lr in
+{0.001, 0.003, 0.01, 0.03, 0.1, 0.3} x head dropout in {0, 0.25, 0.5} x
+momentum in {0, 0.9} (36 combinations) for validation accuracy:
 
 - grid: every combination trained for --max-epochs epochs;
 - hyperband: keras-tuner's Hyperband with max_epochs = --max-epochs,
@@ -28,6 +28,7 @@ from zoo.tune import tune  # noqa: E402
 SPACE = {
     "solver.base_lr": {"type": "choice", "values": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3]},
     "head.dropout": {"type": "choice", "values": [0.0, 0.25, 0.5]},
+    "solver.momentum": {"type": "choice", "values": [0.0, 0.9]},
 }
 
 
@@ -47,7 +48,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-epochs", type=int, default=9)
     args = parser.parse_args()
-    combinations = 6 * 3
+    combinations = 6 * 3 * 2
     searches = {
         "grid": {"tuner": "grid", "max_trials": combinations},
         "hyperband": {"tuner": "hyperband", "max_epochs": args.max_epochs, "factor": 3},

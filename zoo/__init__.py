@@ -10,10 +10,13 @@ from zoo.datasets import load_digits
 from zoo.small_cnn import small_cnn
 from zoo.spec import SpecError, load_spec
 from zoo.train import TrainResult, build_model, train
+from zoo.tune import TuneError, TuneResult, tune
 
 __all__ = [
     "SpecError",
     "TrainResult",
+    "TuneError",
+    "TuneResult",
     "build_model",
     "get_backbone",
     "list_backbones",
@@ -21,4 +24,5 @@ __all__ = [
     "load_spec",
     "small_cnn",
     "train",
+    "tune",
 ]

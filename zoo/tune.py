@@ -70,15 +70,26 @@ class TuneResult:
 # --- the search space ---------------------------------------------------
 
 def set_path(spec, path, value):
-    """`spec` with the field at dotted `path` set to `value` (a copy)."""
+    """`spec` with the field at dotted `path` set to `value` (a copy).
+
+    A number addresses a list item: `frozen.0.up_to`, `head.hidden.0`."""
     spec = copy.deepcopy(spec)
     node = spec
     keys = path.split(".")
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"{path!r}: {key!r} is not an object")
-    node[keys[-1]] = value
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ValueError(f"{path!r}: {key!r} is not an item of a list of {len(node)}")
+            key = int(key)
+        elif not isinstance(node, dict):
+            raise ValueError(f"{path!r}: {'.'.join(keys[:depth])!r} is not an object or a list")
+        if last:
+            node[key] = value
+        else:
+            if isinstance(node, dict):
+                node.setdefault(key, {})
+            node = node[key]
     return spec
 
 

@@ -18,6 +18,7 @@ def search_spec(space, **search):
     return {
         "name": "t",
         "backbone": {"name": "small_cnn"},
+        "frozen": [{"up_to": "conv1"}],
         "head": {"classes": 10},
         "solver": {"base_lr": 0.01, "momentum": 0.9, "epochs": 1, "batch_size": 64},
         "data": {"builtin": "digits"},
@@ -43,6 +44,8 @@ LR = {"solver.base_lr": {"type": "float", "min": 0.005, "max": 0.2, "sampling": 
          '$.search.space["solver.base_lr"].sampling', "log sampling needs min > 0"),
         ({"solver.lr_policy": {"type": "choice", "values": ["fixed", "step"]}},
          '$.search.space["solver.lr_policy"]', "'step' gives $.solver.gamma: Argument `gamma` is required when policy='step'"),
+        ({"frozen.3.up_to": {"type": "choice", "values": ["relu1"]}}, '$.search.space["frozen.3.up_to"]',
+         "'frozen.3.up_to': '3' is not an item of a list of 1"),
         ({"solver.lr_policy": {"type": "choice", "values": ["fixed"], "branches": {"step": LR}}},
          '$.search.space["solver.lr_policy"].branches.step', "'step' is not among the choice's values"),
     ],
@@ -88,6 +91,13 @@ def test_random_search_writes_table_and_a_best_spec_that_trains(tmp_path, capsys
     # Same seed, same data order: the retrained spec scores what its trial did.
     retrained = pd.read_csv(tmp_path / "r" / "history.csv")["val_accuracy"].max()
     assert retrained == pytest.approx(best_row["score"], abs=0.02)
+
+
+def test_bayesian_search_over_a_list_item_path(tmp_path):
+    space = {"frozen.0.up_to": {"type": "choice", "values": ["conv1", "relu2"]}}
+    result = tune(write_spec(tmp_path, search_spec(space, tuner="bayesian")), directory=tmp_path / "s", verbose=0)
+    assert set(result.trials["frozen.0.up_to"]) <= {"conv1", "relu2"}
+    assert result.best_spec["frozen"][0]["up_to"] in {"conv1", "relu2"}
 
 
 def test_hyperband_uses_epoch_budgets(tmp_path):
