@@ -248,11 +248,12 @@ class SpecHyperModel(kt.HyperModel):
         return history
 
 
-def make_tuner(spec, directory, project_name, hypermodel=None):
+def make_tuner(spec, directory, project_name):
+    """The keras-tuner tuner a spec's `search` section declares."""
     search = {**SEARCH_DEFAULTS, **spec["search"]}
     direction = search.get("direction") or ("min" if "loss" in search["objective"] else "max")
     common = dict(
-        hypermodel=hypermodel or SpecHyperModel(spec),
+        hypermodel=SpecHyperModel(spec),
         objective=kt.Objective(search["objective"], direction),
         executions_per_trial=search["executions_per_trial"],
         seed=search["seed"],
