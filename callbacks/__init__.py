@@ -4,6 +4,7 @@ plateau decay, best-weight early stopping, an LR range test and a divergence gua
 Every LR callback is also a `keras.optimizers.schedules.LearningRateSchedule`.
 """
 
+from callbacks._lr_control import current_lr
 from callbacks.base import LRScheduleCallback
 from callbacks.best_weights import BestWeights
 from callbacks.caffe_lr import CaffeLR
@@ -23,5 +24,6 @@ __all__ = [
     "LRScheduleCallback",
     "PlateauDecay",
     "Warmup",
+    "current_lr",
     "find_lr",
 ]

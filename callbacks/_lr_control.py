@@ -133,7 +133,8 @@ def set_scale(model, fit_params, scale):
 
 
 def current_lr(model, iteration=None):
-    """The learning rate at `iteration` (default: the last step taken)."""
+    """The learning rate `model`'s optimizer applies at `iteration` (default:
+    the last step taken), zoo callbacks and plateau scaling included."""
     optimizer = _base_optimizer(model.optimizer)
     if iteration is None:
         iteration = max(int(ops.convert_to_numpy(optimizer.iterations)) - 1, 0)

@@ -9,8 +9,7 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from callbacks import BestWeights, DivergenceGuard, PlateauDecay
-from callbacks._lr_control import current_lr
+from callbacks import BestWeights, DivergenceGuard, PlateauDecay, current_lr
 from zoo.data import image_shape, load_data
 from zoo.model import build_network, compile_stage, configure_layers, selected_layers
 from zoo.spec import SpecError, load_spec, lr_schedule, stages_of

@@ -160,8 +160,9 @@ def search_errors(spec, base_dir):
                 check(branch, branch_context, f"{here}.branches.{value}")
 
     check(spec["search"]["space"], base, "$.search.space")
-    if spec.get("stages"):
-        errors.append(("$.search", "searching a multi-stage spec is not supported; search a single-stage spec"))
+    if spec.get("stages") and spec["search"].get("tuner") == "hyperband":
+        errors.append(("$.search.tuner", "hyperband budgets epochs of one stage; "
+                                         "search a multi-stage spec with random, bayesian or grid"))
     return list(dict.fromkeys(errors))
 
 
@@ -222,30 +223,44 @@ class SpecHyperModel(kt.HyperModel):
         spec = load_spec(trial_spec(self.spec, hp))
         keras.utils.set_random_seed(spec["seed"])
         model = build_network(spec)
-        _, frozen, slow, solver = stages_of(spec)[0]
-        _, lr_mult, decay_mult = configure_layers(model, frozen, slow)
         self._trial = spec
+        return self._compile_stage(model, 0)
+
+    def _compile_stage(self, model, index):
+        _, frozen, slow, solver = stages_of(self._trial)[index]
+        path = ["stages", index] if self._trial.get("stages") else []
+        _, lr_mult, decay_mult = configure_layers(model, frozen, slow, path)
         return compile_stage(model, solver, lr_mult, decay_mult)
 
     def fit(self, hp, model, *args, callbacks=(), **kwargs):
+        """Train every stage of the trial's spec; Hyperband's `epochs` budget
+        (single-stage specs only) replaces the spec's epochs."""
         spec = self._trial
-        solver = spec["solver"]
-        train_data, validation_data, _ = load_data(spec["data"], solver["batch_size"], spec["backbone"])
-        steps = int(train_data.cardinality())
-        epochs = kwargs.get("epochs") or solver.get("epochs") or math.ceil(solver["max_iter"] / steps)
         # The classic rule compares with a fresh classifier's loss, ln(classes);
         # a Hyperband trial resuming from trained weights starts far below it.
         baseline = math.log(spec["head"]["classes"]) if kwargs.get("initial_epoch") else None
         guard = DivergenceGuard(self.search["divergence_factor"], baseline=baseline, verbose=0)
-        ours = [lr_schedule(solver), guard]
-        if "plateau" in solver:
-            ours.append(PlateauDecay(verbose=0, **solver["plateau"]))
-        history = model.fit(train_data, validation_data=validation_data, epochs=epochs,
-                            initial_epoch=kwargs.get("initial_epoch", 0), shuffle=False,
-                            callbacks=ours + list(callbacks), verbose=kwargs.get("verbose", 1))
-        if guard.diverged:
-            raise kt.errors.FailedTrialError(DIVERGED + guard.reason)
-        return history
+        combined = keras.callbacks.History()
+        epoch = kwargs.get("initial_epoch", 0)
+        for index, (_, _, _, solver) in enumerate(stages_of(spec)):
+            if index > 0:
+                self._compile_stage(model, index)
+            train_data, validation_data, _ = load_data(spec["data"], solver["batch_size"], spec["backbone"])
+            steps = int(train_data.cardinality())
+            epochs = kwargs.get("epochs") or epoch + (
+                solver.get("epochs") or math.ceil(solver["max_iter"] / steps))
+            ours = [lr_schedule(solver), guard]
+            if "plateau" in solver:
+                ours.append(PlateauDecay(verbose=0, **solver["plateau"]))
+            history = model.fit(train_data, validation_data=validation_data, epochs=epochs,
+                                initial_epoch=epoch, shuffle=False,
+                                callbacks=ours + list(callbacks), verbose=kwargs.get("verbose", 1))
+            if guard.diverged:
+                raise kt.errors.FailedTrialError(DIVERGED + guard.reason)
+            for key, values in history.history.items():
+                combined.history.setdefault(key, []).extend(values)
+            epoch = epochs
+        return combined
 
 
 def make_tuner(spec, directory, project_name):
@@ -282,7 +297,8 @@ def trials_table(tuner, spec):
         if "tuner/epochs" in values:
             epochs = values["tuner/epochs"] - values.get("tuner/initial_epoch", 0)
         else:
-            epochs = trial_spec(spec, trial.hyperparameters)["solver"].get("epochs")
+            stages = stages_of(resolve(trial_spec(spec, trial.hyperparameters), os.getcwd()))
+            epochs = sum(solver.get("epochs") or 0 for *_, solver in stages) or None
         values = {k: v for k, v in values.items() if not k.startswith("tuner/")}
         rows.append({"trial_id": trial.trial_id, "status": status, "score": trial.score,
                      "epochs": epochs, **values, "message": message})

@@ -100,6 +100,18 @@ def test_bayesian_search_over_a_list_item_path(tmp_path):
     assert result.best_spec["frozen"][0]["up_to"] in {"conv1", "relu2"}
 
 
+def test_a_multi_stage_spec_is_searched_stage_by_stage(tmp_path):
+    spec = search_spec({"stages.1.solver.base_lr": {"type": "choice", "values": [0.01, 0.05]}}, tuner="grid")
+    spec["stages"] = [{"name": "head", "frozen": [{"up_to": "relu3"}], "solver": {"epochs": 1}},
+                      {"name": "all", "solver": {"epochs": 2}}]
+    result = tune(write_spec(tmp_path, spec), directory=tmp_path / "s", verbose=0)
+    assert (result.trials["status"] == "COMPLETED").all() and (result.trials["epochs"] == 3).all()
+    assert result.best_spec["stages"][1]["solver"]["base_lr"] in (0.01, 0.05)
+    spec["search"]["tuner"] = "hyperband"
+    with pytest.raises(SpecError, match="hyperband budgets epochs of one stage"):
+        tune(write_spec(tmp_path, spec, "hb.json"), directory=tmp_path / "hb", verbose=0)
+
+
 def test_hyperband_uses_epoch_budgets(tmp_path):
     spec = search_spec(LR, tuner="hyperband", max_epochs=2, factor=2)
     result = tune(write_spec(tmp_path, spec), directory=tmp_path / "s", verbose=0)
