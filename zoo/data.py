@@ -10,7 +10,6 @@ import tensorflow as tf
 from zoo.backbones import get_backbone
 from zoo.datasets import load_digits
 
-SOURCES = ("builtin", "folder", "listing", "csv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 

@@ -93,7 +93,7 @@ def set_path(spec, path, value):
     return spec
 
 
-def _hyperparameter_errors(name, hp, where):
+def _hyperparameter_errors(hp, where):
     kind = hp["type"]
     errors = []
     if kind in ("float", "int"):
@@ -140,7 +140,7 @@ def search_errors(spec, base_dir):
     def check(space, context, where):
         for name, hp in space.items():
             here = f"{where}[{json.dumps(name)}]"
-            problems = _hyperparameter_errors(name, hp, here)
+            problems = _hyperparameter_errors(hp, here)
             errors.extend(problems)
             if problems:
                 continue
@@ -169,7 +169,7 @@ def search_errors(spec, base_dir):
 def _with_defaults(spec, space):
     """`spec` with every well-formed hyperparameter of `space` at its first value."""
     for name, hp in space.items():
-        if not _hyperparameter_errors(name, hp, ""):
+        if not _hyperparameter_errors(hp, ""):
             spec = set_path(spec, name, _default(hp))
     return spec
 
