@@ -4,7 +4,7 @@ plateau decay, best-weight early stopping, an LR range test and a divergence gua
 Every LR callback is also a `keras.optimizers.schedules.LearningRateSchedule`.
 """
 
-from callbacks._lr_control import current_lr
+from callbacks._lr_control import current_lr, lr_per_step
 from callbacks.base import LRScheduleCallback
 from callbacks.best_weights import BestWeights
 from callbacks.caffe_lr import CaffeLR
@@ -26,4 +26,5 @@ __all__ = [
     "Warmup",
     "current_lr",
     "find_lr",
+    "lr_per_step",
 ]

@@ -9,6 +9,7 @@ train function is rebuilt so that the LR is computed in-graph from
 own learning rate back, so a saved model loads without this package.
 """
 
+import numpy as np
 from keras import ops
 from keras.optimizers.schedules import LearningRateSchedule
 import keras
@@ -42,15 +43,17 @@ class ControlledLR(LearningRateSchedule):
     Args:
         original: the optimizer's own learning rate (Variable, schedule, float),
             restored at the end of the fit and used while no schedule is set.
-        schedule: `LearningRateSchedule` set by an LR callback, or `None`.
-        scale: a scalar `keras.Variable` that `PlateauDecay` lowers, or `None`.
+        fit_token: the `params` dict of the fit that installed it.
+
+    An LR callback sets `schedule`; `PlateauDecay` sets `scale`, a scalar
+    `keras.Variable`.
     """
 
-    def __init__(self, original, schedule=None, scale=None):
+    def __init__(self, original, fit_token):
         self.original = original
-        self.schedule = schedule
-        self.scale = scale
-        self.fit_token = None  # the `params` dict of the fit that installed it
+        self.fit_token = fit_token
+        self.schedule = None
+        self.scale = None
 
     def __call__(self, step):
         base = self.original if self.schedule is None else self.schedule
@@ -73,6 +76,7 @@ class ControlledLR(LearningRateSchedule):
 
     @classmethod
     def from_config(cls, config):
+        # The optimizer's own learning rate, not a ControlledLR: see get_config.
         original = config["original"]
         return deserialize_keras_object(original) if isinstance(original, dict) else original
 
@@ -86,15 +90,11 @@ def attach(model, fit_params):
     """
     optimizer = _base_optimizer(model.optimizer)
     current = optimizer._learning_rate
-    # A ControlledLR without a fit token came from a saved model: it is the
-    # optimizer's own schedule like any other.
-    if isinstance(current, ControlledLR) and current.fit_token is not None:
+    if isinstance(current, ControlledLR):
         if current.fit_token is fit_params:
             return current
-        _restore(optimizer, current)
-        current = optimizer._learning_rate
-    controller = ControlledLR(current)
-    controller.fit_token = fit_params
+        current = current.original  # left behind by an interrupted fit
+    controller = ControlledLR(current, fit_params)
     # Swap the private attribute: the public setter would untrack the LR
     # variable and change the optimizer's checkpoint layout.
     optimizer._learning_rate = controller
@@ -141,14 +141,24 @@ def current_lr(model, iteration=None):
     return float(ops.convert_to_numpy(evaluate_lr(optimizer._learning_rate, iteration)))
 
 
+def lr_per_step(model, first, stop):
+    """The learning rates at iterations `first..stop-1`, a numpy array, from
+    one evaluation of the schedule over all of them."""
+    optimizer = _base_optimizer(model.optimizer)
+    iterations = np.arange(first, stop)
+    try:
+        rates = ops.convert_to_numpy(evaluate_lr(optimizer._learning_rate, iterations))
+        return np.broadcast_to(rates, iterations.shape).astype("float64")
+    except (ValueError, TypeError):
+        # A schedule that branches on a scalar step (CosineDecay with warmup
+        # uses ops.cond) cannot take a vector: evaluate step by step.
+        return np.array([current_lr(model, int(i)) for i in iterations])
+
+
 def detach(model):
     """Give the optimizer its own learning rate back (idempotent)."""
     optimizer = _base_optimizer(model.optimizer)
     controller = optimizer._learning_rate
-    if isinstance(controller, ControlledLR) and controller.fit_token is not None:
-        _restore(optimizer, controller)
+    if isinstance(controller, ControlledLR):
+        optimizer._learning_rate = controller.original
         model.train_function = None  # it was traced with the controller
-
-
-def _restore(optimizer, controller):
-    optimizer._learning_rate = controller.original

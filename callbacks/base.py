@@ -27,7 +27,8 @@ class LRScheduleCallback(keras.callbacks.Callback, LearningRateSchedule):
     across `fit` calls and checkpoints (Caffe's `iter`), so a resumed run
     continues the schedule where it stopped.
 
-    Subclasses implement `_lr(iteration)` with `keras.ops` on an int32 tensor,
+    Subclasses implement `_lr(iteration)` with elementwise `keras.ops` on an
+    int32 tensor (a scalar in training, a vector for a whole range of steps),
     and `get_config()` returning every `__init__` argument.
     """
 

@@ -42,7 +42,7 @@ POLICIES = {
     "multistep": (
         ("gamma", "stepvalue"),
         lambda p, it: p.base_lr
-        * _gamma_pow(p.gamma, ops.sum(ops.cast(ops.greater_equal(it, p.stepvalue), "int32"))),
+        * _gamma_pow(p.gamma, ops.sum(ops.cast(ops.greater_equal(ops.expand_dims(it, -1), p.stepvalue), "int32"), axis=-1)),
     ),
     # Clamped at max_iter (Caffe's formula goes negative, or NaN, past it);
     # the integer difference keeps float32 exact near max_iter.

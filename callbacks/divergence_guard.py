@@ -19,7 +19,8 @@ class DivergenceGuard(keras.callbacks.Callback):
     optimizer's variables are then put back to the end of the last complete
     epoch (or the start of training, if it diverged in the first epoch).
 
-    After the fit, `diverged` tells whether it fired and `reason` says why.
+    After the fit, `diverged` tells whether it fired, `reason` says why, and
+    `reference_loss` is the loss it compared with.
 
     Example:
 
@@ -52,7 +53,7 @@ class DivergenceGuard(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.diverged = False
         self.reason = None
-        self.first_loss = self.baseline
+        self.reference_loss = self.baseline
         self._step_loss = _training_state.StepLoss()
         self._last_good = _training_state.snapshot(self.model)
         self._last_good_epoch = None
@@ -65,14 +66,14 @@ class DivergenceGuard(keras.callbacks.Callback):
         if self.diverged:
             return
         loss = self._step_loss.update(batch, logs)
-        if self.first_loss is None and math.isfinite(loss):
-            self.first_loss = loss
+        if self.reference_loss is None and math.isfinite(loss):
+            self.reference_loss = loss
         if not math.isfinite(loss):
             self.reason = f"the loss became {loss}"
-        elif loss > self.factor * self.first_loss:
+        elif loss > self.factor * self.reference_loss:
             self.reason = (
                 f"the loss {loss:.4g} exceeded {self.factor:g} x "
-                f"{'the baseline' if self.baseline else 'its first value'} {self.first_loss:.4g}"
+                f"{'the baseline' if self.baseline else 'its first value'} {self.reference_loss:.4g}"
             )
         else:
             return

@@ -140,7 +140,7 @@ class LRFinder(LRScheduleCallback):
             return
         self._average = self.smoothing * self._average + (1 - self.smoothing) * loss
         smoothed = self._average / (1 - self.smoothing ** (len(self._rows) + 1))
-        self._rows.append((self.lr_at(steps - 1), loss, smoothed))
+        self._rows.append((steps - 1, loss, smoothed))
         self._best = min(self._best, smoothed)
         if smoothed > self.stop_factor * self._best:
             self._stop_reason = (
@@ -159,9 +159,12 @@ class LRFinder(LRScheduleCallback):
         super().on_train_end(logs)
         _training_state.restore(self._saved)
         self._saved = None
-        history = pd.DataFrame(self._rows, columns=["lr", "loss", "smoothed_loss"])
-        if history.empty:
+        if not self._rows:
             raise RuntimeError(f"LRFinder recorded no step: {self._stop_reason}.")
+        steps, losses, smoothed = zip(*self._rows)
+        # The LR column in one evaluation, rather than one per batch.
+        lr = ops.convert_to_numpy(self(np.array(steps))).astype("float64")
+        history = pd.DataFrame({"lr": lr, "loss": losses, "smoothed_loss": smoothed})
         lr, rule = suggest_lr(history)
         self.result = LRFinderResult(history, lr, rule, self._stop_reason)
         if self.verbose:

@@ -8,7 +8,7 @@ import pandas as pd
 import tensorflow as tf
 
 from zoo.backbones import get_backbone
-from zoo.datasets import load_digits
+from zoo.datasets import load_digits, shuffle_split
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
@@ -32,7 +32,8 @@ def load_data(data, batch_size, backbone=None):
         if "validation" in data:
             val_paths, val_labels, _ = read_source(data["validation"], names)
         else:
-            paths, labels, val_paths, val_labels = _split(paths, labels, data)
+            (paths, labels), (val_paths, val_labels) = shuffle_split(
+                paths, labels, data["validation_split"], data["seed"])
         train = tf.data.Dataset.from_tensor_slices((paths, labels))
         validation = tf.data.Dataset.from_tensor_slices((val_paths, val_labels))
         decode, count = _decoder(data), len(paths)
@@ -100,13 +101,6 @@ def read_source(source, class_names=None):
     if unknown:
         raise ValueError(f"Labels {unknown[:5]} are not among the training classes {class_names[:10]}")
     return np.array(paths), np.array([index[label] for label in labels], dtype="int32"), class_names
-
-
-def _split(paths, labels, data):
-    order = np.random.default_rng(data["seed"]).permutation(len(paths))
-    paths, labels = paths[order], labels[order]
-    n_train = len(paths) - int(round(len(paths) * data["validation_split"]))
-    return paths[:n_train], labels[:n_train], paths[n_train:], labels[n_train:]
 
 
 def _decoder(data):

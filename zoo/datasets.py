@@ -19,8 +19,13 @@ def load_digits(validation_split=0.2, seed=0):
     digits = sklearn_digits()
     x = (digits.images / 16.0).astype("float32")[..., None]
     y = digits.target.astype("int32")
+    return shuffle_split(x, y, validation_split, seed)
+
+
+def shuffle_split(x, y, validation_split, seed):
+    """`((x_train, y_train), (x_val, y_val))`: `x` and `y` shuffled together
+    with `seed`, the last `validation_split` of them held out."""
     order = np.random.default_rng(seed).permutation(len(x))
     x, y = x[order], y[order]
-    n_val = int(round(len(x) * validation_split))
-    n_train = len(x) - n_val
+    n_train = len(x) - int(round(len(x) * validation_split))
     return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])

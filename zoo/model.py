@@ -10,7 +10,7 @@ from keras import layers
 
 from zoo.backbones import get_backbone
 from zoo.optimizers import make_optimizer
-from zoo.spec import SpecError, json_path
+from zoo.spec import SELECTOR_KEYS, SpecError, json_path
 
 HEAD_PREFIX = "head_"
 
@@ -94,7 +94,7 @@ def selected_layers(model, group, path):
         picked = names[start:stop]
         probe = None
     if not picked:
-        key = next(k for k in ("match", "regex", "up_to", "indices") if k in group)
+        key = _selector_key(group)
         close = difflib.get_close_matches(probe, names, n=3, cutoff=0.4) if probe else []
         hint = f"; close layer names: {', '.join(close)}" if close else f"; the model has {len(names)} layers"
         raise SpecError([(json_path(path + [key]), f"{group[key]!r} matches no layer{hint}")])
@@ -110,8 +110,12 @@ def _specificity(group):
     return 0
 
 
+def _selector_key(group):
+    return next(key for key in SELECTOR_KEYS if key in group)
+
+
 def _describe(group):
-    key = next(k for k in ("match", "regex", "up_to", "indices") if k in group)
+    key = _selector_key(group)
     return f"{key} {group[key]}"
 
 

@@ -116,13 +116,12 @@ def semantic_errors(spec, base_dir):
     errors += _data_errors(spec["data"], spec["backbone"], base_dir)
     errors += _selector_errors(spec.get("frozen", []), ["frozen"])
     errors += _selector_errors(spec.get("slow", []), ["slow"])
-    stages = spec.get("stages") or [{}]
-    for index, stage in enumerate(stages):
-        where = ["stages", index] if spec.get("stages") else []
-        errors += _selector_errors(stage.get("frozen", []), where + ["frozen"])
-        errors += _selector_errors(stage.get("slow", []), where + ["slow"])
-        solver = {**spec["solver"], **stage.get("solver", {})}
-        errors += _solver_errors(solver, ["solver"] if not where else where + ["solver"])
+    for index, stage in enumerate(spec.get("stages", [])):
+        errors += _selector_errors(stage.get("frozen", []), ["stages", index, "frozen"])
+        errors += _selector_errors(stage.get("slow", []), ["stages", index, "slow"])
+    for index, (*_, solver) in enumerate(stages_of(spec)):
+        where = ["stages", index, "solver"] if spec.get("stages") else ["solver"]
+        errors += _solver_errors(solver, where)
     return errors
 
 
@@ -208,8 +207,9 @@ def _solver_errors(solver, path):
     try:
         lr_schedule(solver)
     except ValueError as error:
-        argument = re.search(r"Argument `(\w+)`", str(error)).group(1)
-        errors.append((f"{json_path(path)}.{_SPEC_KEY.get(argument, argument)}", str(error)))
+        argument = re.search(r"Argument `(\w+)`", str(error))
+        key = argument and _SPEC_KEY.get(argument.group(1), argument.group(1))
+        errors.append((json_path(path) + (f".{key}" if key else ""), str(error)))
     return errors
 
 
@@ -272,8 +272,8 @@ def stages_of(spec):
     for index, stage in enumerate(stages):
         resolved.append((
             stage.get("name", f"stage{index + 1}"),
-            stage.get("frozen", spec["frozen"]),
-            stage.get("slow", spec["slow"]),
+            stage.get("frozen", spec.get("frozen", [])),
+            stage.get("slow", spec.get("slow", [])),
             {**spec["solver"], **stage.get("solver", {})},
         ))
     return resolved

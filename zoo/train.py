@@ -9,7 +9,7 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from callbacks import BestWeights, DivergenceGuard, PlateauDecay, current_lr
+from callbacks import BestWeights, DivergenceGuard, PlateauDecay, lr_per_step
 from zoo.data import image_shape, load_data
 from zoo.model import build_network, compile_stage, configure_layers, selected_layers
 from zoo.spec import SpecError, load_spec, lr_schedule, stages_of
@@ -90,8 +90,8 @@ class _RunLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         last = self._iterations()
-        for iteration in range(self._first_step, last):
-            self.lr_rows.append((self.stage, iteration, current_lr(self.model, iteration)))
+        rates = lr_per_step(self.model, self._first_step, last)
+        self.lr_rows += [(self.stage, i, float(r)) for i, r in zip(range(self._first_step, last), rates)]
         self.rows.append({"epoch": epoch, "stage": self.stage, **(logs or {})})
         temporary = self.path + ".tmp"
         pd.DataFrame(self.rows).to_csv(temporary, index=False)

@@ -297,7 +297,7 @@ def trials_table(tuner, spec):
         if "tuner/epochs" in values:
             epochs = values["tuner/epochs"] - values.get("tuner/initial_epoch", 0)
         else:
-            stages = stages_of(resolve(trial_spec(spec, trial.hyperparameters), os.getcwd()))
+            stages = stages_of(trial_spec(spec, trial.hyperparameters))
             epochs = sum(solver.get("epochs") or 0 for *_, solver in stages) or None
         values = {k: v for k, v in values.items() if not k.startswith("tuner/")}
         rows.append({"trial_id": trial.trial_id, "status": status, "score": trial.score,
@@ -426,7 +426,8 @@ def _plot_scores(table, space, path, objective):
     from matplotlib.figure import Figure
 
     done = table[table["status"] == "COMPLETED"]
-    names = [n for n in done.columns if n in _all_names(space)]
+    space = _flat(space)
+    names = [n for n in done.columns if n in space]
     def numeric(name):
         values = done[name]
         if pd.api.types.is_numeric_dtype(values):
@@ -445,7 +446,7 @@ def _plot_scores(table, space, path, objective):
         axes = figure.add_subplot(1, len(chosen), position)
         values = done[name] if pd.api.types.is_numeric_dtype(done[name]) else done[name].astype(str)
         axes.scatter(values, done["score"])
-        if _sampling(space, name) == "log":
+        if name in space and space[name].get("sampling") == "log":
             axes.set_xscale("log")
         axes.set_xlabel(name)
         axes.set_ylabel(objective)
@@ -453,21 +454,11 @@ def _plot_scores(table, space, path, objective):
     figure.savefig(path, dpi=100)
 
 
-def _all_names(space):
-    names = []
+def _flat(space):
+    """`{name: config}` of every hyperparameter, branches included."""
+    flat = {}
     for name, config in space.items():
-        names.append(name)
+        flat[name] = config
         for branch in config.get("branches", {}).values():
-            names += _all_names(branch)
-    return names
-
-
-def _sampling(space, name):
-    for key, config in space.items():
-        if key == name:
-            return config.get("sampling", "linear")
-        for branch in config.get("branches", {}).values():
-            found = _sampling(branch, name)
-            if found:
-                return found
-    return None
+            flat.update(_flat(branch))
+    return flat

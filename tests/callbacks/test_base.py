@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from callbacks import CaffeLR, CyclicLR, LRFinder, PlateauDecay, Warmup
+from callbacks import CaffeLR, CyclicLR, LRFinder, PlateauDecay, Warmup, _lr_control, lr_per_step
 from tests.callbacks.helpers import (
     STEPS_PER_EPOCH,
     UNIT_X,
@@ -26,6 +26,31 @@ SCHEDULES = {
     "exp_range": lambda: CyclicLR(0.01, 0.1, step_size=3, mode="exp_range", gamma=0.95),
     "warmup": lambda: Warmup(CaffeLR("exp", base_lr=0.1, gamma=0.9), warmup_steps=5, start_lr=0.0),
 }
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_a_schedule_evaluates_a_whole_range_of_iterations_at_once(name):
+    schedule = SCHEDULES[name]()
+    at_once = np.asarray(schedule(np.arange(40)))
+    # float32: vector and scalar kernels may round the last bit differently.
+    np.testing.assert_allclose(at_once, [schedule.lr_at(i) for i in range(40)], rtol=1e-5)
+    finder = LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=30)
+    np.testing.assert_allclose(np.asarray(finder(np.arange(40))), [finder.lr_at(i) for i in range(40)], rtol=1e-5)
+
+
+def test_lr_per_step_reads_any_optimizer_learning_rate(monkeypatch):
+    schedule = SCHEDULES["multistep"]()
+    scheduled = unit_gradient_model(keras.optimizers.SGD(learning_rate=schedule))
+    constant = unit_gradient_model(keras.optimizers.SGD(learning_rate=0.3))
+    cosine = keras.optimizers.schedules.CosineDecay(0.1, 20, warmup_target=0.2, warmup_steps=5)
+    branching = unit_gradient_model(keras.optimizers.SGD(learning_rate=cosine))
+    expected = [float(cosine(i)) for i in range(10)]
+    # Step by step for a schedule that cannot take a vector of steps...
+    np.testing.assert_allclose(lr_per_step(branching, 0, 10), expected, rtol=1e-6)
+    # ...and in one evaluation for the others.
+    monkeypatch.setattr(_lr_control, "current_lr", None)
+    np.testing.assert_allclose(lr_per_step(scheduled, 3, 20), [schedule.lr_at(i) for i in range(3, 20)], rtol=1e-6)
+    np.testing.assert_allclose(lr_per_step(constant, 0, 5), [0.3] * 5, rtol=1e-6)
 
 
 def fit(model, callbacks, epochs=3):

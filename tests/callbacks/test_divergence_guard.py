@@ -58,7 +58,7 @@ def test_leaves_a_healthy_run_alone(digits):
     model, _, history = initial_weights_and_fit(digits, 0.05, 3, guard)
     assert not guard.diverged and guard.reason is None
     assert len(history.history["loss"]) == 3
-    assert math.isfinite(guard.first_loss) and guard.first_loss > 1.5  # about ln(10)
+    assert math.isfinite(guard.reference_loss) and guard.reference_loss > 1.5  # about ln(10)
 
 
 def test_bad_arguments_and_config_round_trip():
@@ -73,7 +73,7 @@ def test_a_baseline_replaces_the_first_loss(digits):
     # A generous baseline lets a run whose loss rises from a low start go on...
     lenient = DivergenceGuard(factor=3.0, baseline=100.0, verbose=0)
     _, _, history = initial_weights_and_fit(digits, 2.0, 2, lenient)
-    assert not lenient.diverged and lenient.first_loss == 100.0
+    assert not lenient.diverged and lenient.reference_loss == 100.0
     # ...and a tiny one stops it at once, naming the baseline.
     strict = DivergenceGuard(factor=3.0, baseline=0.01, verbose=0)
     initial_weights_and_fit(digits, 0.05, 2, strict)

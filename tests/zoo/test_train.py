@@ -85,5 +85,8 @@ def test_mixed_precision_and_jit_compile_switches(tmp_path):
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert model.jit_compile and np.isfinite(result.history["loss"]).all()
     # The schedule still drove every step through the loss-scale wrapper.
-    assert result.history["lr"].iloc[0] == pytest.approx(0.05 * 0.99 ** (len(result.lr_per_step) - 1), rel=1e-5)
+    steps = len(result.lr_per_step)
+    assert result.lr_per_step["iteration"].tolist() == list(range(steps))
+    assert result.lr_per_step["lr"].tolist() == pytest.approx([0.05 * 0.99**i for i in range(steps)], rel=1e-5)
+    assert result.history["lr"].iloc[0] == pytest.approx(0.05 * 0.99 ** (steps - 1), rel=1e-5)
     assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
