@@ -63,6 +63,7 @@ class BestWeights(ResumableCallback):
         verbose=1,
     ):
         super().__init__()
+        self._pending_weights = None
         self._monitor = Monitor(monitor, mode, min_delta)
         self.monitor, self.mode, self.min_delta = monitor, mode, self._monitor.min_delta
         self.patience = None if patience is None else _checks.integer("patience", patience, 1)
@@ -80,10 +81,21 @@ class BestWeights(ResumableCallback):
         self.stopped_epoch = None
         self.best_weights = None
 
+    def set_state(self, state, weights=None):
+        """Resume from `get_state()`'s dict at the next `on_train_begin`.
+
+        The best weights are read back from `filepath`, or taken from
+        `weights` (a list as `model.get_weights()` gives, e.g. another
+        instance's `best_weights`) when given."""
+        super().set_state(state)
+        self._pending_weights = weights
+
     def on_train_begin(self, logs=None):
-        # A resumed run reads its best weights back from `filepath`.
-        if super().on_train_begin(logs):
-            if self.best_epoch is not None and self.filepath and os.path.exists(self.filepath):
+        weights, self._pending_weights = self._pending_weights, None
+        if super().on_train_begin(logs) and self.best_epoch is not None:
+            if weights is not None:
+                self.best_weights = weights
+            elif self.filepath and os.path.exists(self.filepath):
                 self.best_weights = _read_weights(self.model, self.filepath)
 
     def on_epoch_end(self, epoch, logs=None):

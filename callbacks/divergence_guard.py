@@ -2,14 +2,14 @@
 
 import math
 
-import keras
 from keras.saving import register_keras_serializable
 
 from callbacks import _checks, _training_state
+from callbacks._resumable import ResumableCallback
 
 
 @register_keras_serializable(package="zoo")
-class DivergenceGuard(keras.callbacks.Callback):
+class DivergenceGuard(ResumableCallback):
     """Stop training when the loss diverges, and keep the last good weights.
 
     After every step (every `steps_per_execution` steps) the step's training
@@ -20,7 +20,8 @@ class DivergenceGuard(keras.callbacks.Callback):
     epoch (or the start of training, if it diverged in the first epoch).
 
     After the fit, `diverged` tells whether it fired, `reason` says why, and
-    `reference_loss` is the loss it compared with.
+    `reference_loss` is the loss it compared with. `get_state()` keeps
+    `reference_loss`, so a resumed run compares with the same loss.
 
     Example:
 
@@ -42,18 +43,21 @@ class DivergenceGuard(keras.callbacks.Callback):
             Defaults to `1`.
     """
 
+    STATE = ("reference_loss",)
+
     def __init__(self, factor=3.0, baseline=None, verbose=1):
-        super().__init__()
         self.factor = _checks.number("factor", factor, minimum=1)
         self.baseline = None if baseline is None else _checks.number("baseline", baseline, minimum=0)
         self.verbose = verbose
-        self.diverged = False
-        self.reason = None
+        super().__init__()
 
-    def on_train_begin(self, logs=None):
+    def _reset(self):
         self.diverged = False
         self.reason = None
         self.reference_loss = self.baseline
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
         self._step_loss = _training_state.StepLoss()
         self._last_good = _training_state.snapshot(self.model)
         self._last_good_epoch = None
@@ -101,7 +105,3 @@ class DivergenceGuard(keras.callbacks.Callback):
 
     def get_config(self):
         return {"factor": self.factor, "baseline": self.baseline, "verbose": self.verbose}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

@@ -8,11 +8,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from zoo.backbones import get_backbone, list_backbones
 from zoo.datasets import load_digits
 from zoo.small_cnn import small_cnn
+from zoo.sections import Spec, to_dict
 from zoo.spec import SpecError, load_spec
-from zoo.train import TrainResult, build_model, train
+from zoo.train import RunError, TrainResult, build_model, train
 from zoo.tune import TuneError, TuneResult, tune
 
 __all__ = [
+    "RunError",
+    "Spec",
     "SpecError",
     "TrainResult",
     "TuneError",
@@ -23,6 +26,7 @@ __all__ = [
     "load_digits",
     "load_spec",
     "small_cnn",
+    "to_dict",
     "train",
     "tune",
 ]

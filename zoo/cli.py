@@ -35,13 +35,25 @@ def _list(args):
 
 def _train(args):
     from zoo.spec import SpecError
-    from zoo.train import train
+    from zoo.train import RunError, train
 
     try:
-        train(args.spec, run_dir=args.run_dir, verbose=0 if args.quiet else 1)
+        result = train(args.spec, run_dir=args.run_dir, resume=args.resume, overwrite=args.overwrite,
+                       verbose=0 if args.quiet else 1)
     except SpecError as error:
         print(error, file=sys.stderr)
         return 2
+    except RunError as error:
+        print(error, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        command = ["zoo", "train", args.spec] + (["--run-dir", args.run_dir] if args.run_dir else [])
+        print(f"\nInterrupted. The finished epochs are kept; continue with: {' '.join(command)} --resume",
+              file=sys.stderr)
+        return 130
+    if result.diverged:
+        print(f"The run diverged: {result.diverged}.", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -75,6 +87,10 @@ def build_parser():
     training = commands.add_parser("train", help="run a spec and write its run folder")
     training.add_argument("spec")
     training.add_argument("--run-dir", help="run folder (default: runs/<spec name>)")
+    again = training.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in the run folder from its last finished epoch")
+    again.add_argument("--overwrite", action="store_true", help="delete the run in the run folder and start again")
     training.add_argument("--quiet", action="store_true", help="no progress output")
     training.set_defaults(run=_train)
 

@@ -8,28 +8,28 @@ import keras
 import pandas as pd
 from keras import layers
 
+from zoo import solver as solvers
 from zoo.backbones import get_backbone
-from zoo.optimizers import make_optimizer
 from zoo.spec import SELECTOR_KEYS, SpecError, json_path
 
 HEAD_PREFIX = "head_"
 
 
 def filler(config):
-    """A Keras initializer from a Caffe filler config.
+    """A Keras initializer from a Caffe `Filler`.
 
     `xavier` and `msra` follow Caffe: variance normalized by fan-in unless
     `variance_norm` says `fan_out` or `average` (the latter is Glorot's);
     `msra` is an untruncated Gaussian with std sqrt(2 / n).
     """
-    kind = config["type"]
-    norm = config.get("variance_norm", "fan_in").replace("average", "fan_avg")
+    kind = config.type
+    norm = config.variance_norm.replace("average", "fan_avg")
     if kind == "constant":
-        return keras.initializers.Constant(config.get("value", 0.0))
+        return keras.initializers.Constant(config.value)
     if kind == "gaussian":
-        return keras.initializers.RandomNormal(config.get("mean", 0.0), config.get("std", 0.01))
+        return keras.initializers.RandomNormal(config.mean, config.std)
     if kind == "uniform":
-        return keras.initializers.RandomUniform(config.get("min", 0.0), config.get("max", 1.0))
+        return keras.initializers.RandomUniform(config.min, config.max)
     if kind == "xavier":
         return keras.initializers.VarianceScaling(1.0, mode=norm, distribution="uniform")
     if kind == "msra":
@@ -38,85 +38,87 @@ def filler(config):
 
 
 def build_trunk(backbone):
-    """The backbone section as a functional model ending at its feature layer."""
-    if "model" in backbone:
-        saved = keras.saving.load_model(backbone["model"], compile=False)
+    """The `Backbone` section as a functional model ending at its feature layer."""
+    if backbone.model:
+        saved = keras.saving.load_model(backbone.model, compile=False)
         names = [layer.name for layer in saved.layers]
-        if backbone["cut_at"] not in names:
-            close = difflib.get_close_matches(backbone["cut_at"], names, n=3)
+        if backbone.cut_at not in names:
+            close = difflib.get_close_matches(backbone.cut_at, names, n=3)
             raise SpecError([(json_path(["backbone", "cut_at"]),
-                              f"no layer {backbone['cut_at']!r} in {backbone['model']}; "
+                              f"no layer {backbone.cut_at!r} in {backbone.model}; "
                               f"close: {', '.join(close) or 'none'}")])
-        return keras.Model(saved.inputs, saved.get_layer(backbone["cut_at"]).output, name="trunk")
-    entry = get_backbone(backbone["name"])
-    return entry.build(weights=backbone.get("weights"), input_shape=backbone.get("input_shape"))
+        return keras.Model(saved.inputs, saved.get_layer(backbone.cut_at).output, name="trunk")
+    entry = get_backbone(backbone.name)
+    return entry.build(weights=backbone.weights, input_shape=backbone.input_shape)
 
 
 def add_head(features, head):
-    """The replacement classifier on top of `features`; its layers are `head_*`."""
+    """The replacement classifier (a `Head` section) on top of `features`;
+    its layers are `head_*`."""
     x = features
     if len(x.shape) > 2:
         pool = {"avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D,
-                "flatten": layers.Flatten}[head["pooling"]]
+                "flatten": layers.Flatten}[head.pooling]
         x = pool(name=f"{HEAD_PREFIX}pool")(x)
-    init = dict(kernel_initializer=filler(head["weight_filler"]),
-                bias_initializer=filler(head["bias_filler"]))
-    for index, units in enumerate(head["hidden"]):
-        x = layers.Dense(units, activation=head["hidden_activation"],
+    init = dict(kernel_initializer=filler(head.weight_filler),
+                bias_initializer=filler(head.bias_filler))
+    for index, units in enumerate(head.hidden):
+        x = layers.Dense(units, activation=head.hidden_activation,
                          name=f"{HEAD_PREFIX}hidden{index + 1}", **init)(x)
-    if head["dropout"]:
-        x = layers.Dropout(head["dropout"], name=f"{HEAD_PREFIX}dropout")(x)
+    if head.dropout:
+        x = layers.Dropout(head.dropout, name=f"{HEAD_PREFIX}dropout")(x)
     # float32 output, also under mixed precision.
-    return layers.Dense(head["classes"], activation=head["activation"],
+    return layers.Dense(head.classes, activation=head.activation,
                         name=f"{HEAD_PREFIX}classifier", dtype="float32", **init)(x)
 
 
-def build_network(spec):
+def build_network(backbone, head, name):
     """Backbone + head as one flat functional model (uncompiled)."""
-    trunk = build_trunk(spec["backbone"])
-    return keras.Model(trunk.inputs, add_head(trunk.output, spec["head"]), name=spec["name"])
+    trunk = build_trunk(backbone)
+    return keras.Model(trunk.inputs, add_head(trunk.output, head), name=name)
 
 
 def selected_layers(model, group, path):
     """Names of the layers a selector picks, in model order; none is a SpecError."""
     names = [layer.name for layer in model.layers]
-    if "match" in group:
-        picked = [n for n in names if fnmatch.fnmatchcase(n, group["match"])]
-        probe = group["match"].replace("*", "").replace("?", "")
-    elif "regex" in group:
-        picked = [n for n in names if re.search(group["regex"], n)]
-        probe = group["regex"]
-    elif "up_to" in group:
-        picked = names[: names.index(group["up_to"]) + 1] if group["up_to"] in names else []
-        probe = group["up_to"]
+    if group.match is not None:
+        picked = [n for n in names if fnmatch.fnmatchcase(n, group.match)]
+        probe = group.match.replace("*", "").replace("?", "")
+    elif group.regex is not None:
+        picked = [n for n in names if re.search(group.regex, n)]
+        probe = group.regex
+    elif group.up_to is not None:
+        picked = names[: names.index(group.up_to) + 1] if group.up_to in names else []
+        probe = group.up_to
     else:
-        start, stop = group["indices"]
+        start, stop = group.indices
         picked = names[start:stop]
         probe = None
     if not picked:
-        key = _selector_key(group)
+        key, value = _selector(group)
         close = difflib.get_close_matches(probe, names, n=3, cutoff=0.4) if probe else []
         hint = f"; close layer names: {', '.join(close)}" if close else f"; the model has {len(names)} layers"
-        raise SpecError([(json_path(path + [key]), f"{group[key]!r} matches no layer{hint}")])
+        raise SpecError([(json_path(path + [key]), f"{value!r} matches no layer{hint}")])
     return picked
 
 
 def _specificity(group):
     """Longer literal patterns win; whole-range selectors are the least specific."""
-    if "match" in group:
-        return len(re.sub(r"[*?\[\]]", "", group["match"]))
-    if "regex" in group:
-        return len(group["regex"])
+    if group.match is not None:
+        return len(re.sub(r"[*?\[\]]", "", group.match))
+    if group.regex is not None:
+        return len(group.regex)
     return 0
 
 
-def _selector_key(group):
-    return next(key for key in SELECTOR_KEYS if key in group)
+def _selector(group):
+    """`(key, value)` of the one selector key a group sets."""
+    return next((key, getattr(group, key)) for key in SELECTOR_KEYS if getattr(group, key) is not None)
 
 
 def _describe(group):
-    key = _selector_key(group)
-    return f"{key} {group[key]}"
+    key, value = _selector(group)
+    return f"{key} {list(value) if isinstance(value, tuple) else value}"
 
 
 def configure_layers(model, frozen, slow, path=()):
@@ -143,8 +145,8 @@ def configure_layers(model, frozen, slow, path=()):
                 choice[name] = group
     rows, lr_mult, decay_mult = {}, {}, {}
     for layer in model.layers:
-        group = choice.get(layer.name, {})
-        lr, decay = float(group.get("lr_mult", 1.0)), float(group.get("decay_mult", 1.0))
+        group = choice.get(layer.name)
+        lr, decay = (group.lr_mult, group.decay_mult) if group else (1.0, 1.0)
         layer.trainable = layer.name not in frozen_names and lr > 0
         label = _describe(group) if group else "(other layers)"
         if not layer.trainable:
@@ -163,24 +165,14 @@ def configure_layers(model, frozen, slow, path=()):
 
 
 def compile_stage(model, solver, lr_mult, decay_mult):
-    """Compile `model` with the stage's optimizer at its `base_lr` (the LR
-    callback drives it per step during fit)."""
-    options = {key: solver[key] for key in ("clipnorm", "clipvalue") if key in solver}
-    if solver["optimizer"] in ("sgd", "rmsprop"):
-        options["momentum"] = solver["momentum"]
-    if solver["optimizer"] == "sgd":
-        options["nesterov"] = solver["nesterov"]
-    optimizer = make_optimizer(
-        solver["optimizer"], solver["base_lr"], lr_mult=lr_mult, decay_mult=decay_mult,
-        weight_decay=solver["weight_decay"], regularization_type=solver["regularization_type"],
-        **options,
-    )
+    """Compile `model` for a stage's `Solver`: its optimizer, driven by the
+    solver's LR schedule at every step."""
     from_logits = model.layers[-1].activation is keras.activations.linear
     model.compile(
-        optimizer=optimizer,
+        optimizer=solvers.optimizer(solver, lr_mult, decay_mult),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
         metrics=["accuracy"],
-        jit_compile=solver["jit_compile"],
-        steps_per_execution=solver["steps_per_execution"],
+        jit_compile=solver.jit_compile,
+        steps_per_execution=solver.steps_per_execution,
     )
     return model

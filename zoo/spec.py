@@ -1,41 +1,30 @@
-"""Loading and validating a spec: every error at once, each with its JSON path."""
+"""Loading and validating a spec: every error at once, each with its JSON path.
+
+`load_spec` checks a JSON spec against the schema (`zoo/schema.json`,
+shipped with the package), then for the rules between fields, and builds the
+typed `Spec` (`zoo.sections`).
+"""
 
 import copy
 import difflib
 import functools
+import importlib.resources
 import json
 import os
 import re
 
 import jsonschema
 
-from callbacks import CaffeLR, CyclicLR, Warmup
-from callbacks.cyclic_lr import MODES as CYCLIC_MODES
+from zoo import search_space
 from zoo.backbones import get_backbone
+from zoo.sections import Solver, Spec, from_dict, spec_from_json
+from zoo.solver import lr_schedule
 
-SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "specs", "schema.json")
 SELECTOR_KEYS = ("match", "regex", "up_to", "indices")
-SOLVER_DEFAULTS = {
-    "optimizer": "sgd",
-    "momentum": 0.9,
-    "nesterov": False,
-    "lr_policy": "fixed",
-    "weight_decay": 0.0,
-    "regularization_type": "L2",
-    "batch_size": 32,
-    "jit_compile": False,
-    "mixed_precision": False,
-    "steps_per_execution": 1,
-}
-HEAD_DEFAULTS = {
-    "pooling": "avg",
-    "dropout": 0.0,
-    "hidden": [],
-    "hidden_activation": "relu",
-    "activation": "softmax",
-    "weight_filler": {"type": "xavier"},
-    "bias_filler": {"type": "constant", "value": 0.0},
-}
+FILE_SOURCES = ("folder", "listing", "csv")
+PATH_KEYS = FILE_SOURCES + ("root",)
+# Fields that hold for a whole run, once in the solver.
+RUN_LEVEL = ("mixed_precision",)
 
 
 class SpecError(ValueError):
@@ -51,10 +40,14 @@ class SpecError(ValueError):
         )
 
 
+def schema_text():
+    """The spec's JSON Schema, as shipped inside the package."""
+    return importlib.resources.files("zoo").joinpath("schema.json").read_text()
+
+
 @functools.lru_cache(maxsize=1)
 def schema_validator():
-    with open(SCHEMA_PATH) as f:
-        return jsonschema.Draft202012Validator(json.load(f))
+    return jsonschema.Draft202012Validator(json.loads(schema_text()))
 
 
 def json_path(parts):
@@ -81,17 +74,26 @@ def read_spec(source):
 
 
 def load_spec(source):
-    """A validated spec dict from a JSON file path or a dict.
+    """The typed `Spec` of a JSON file path, a dict or a `Spec`.
 
-    Relative paths in the spec are resolved against the spec file's folder
-    (the working directory for a dict). Defaults are filled in. Raises
+    Relative paths are resolved against the spec file's folder (the working
+    directory for a dict). A `search` section is checked too. Raises
     `SpecError` listing every problem found.
     """
+    if isinstance(source, Spec):
+        return source
+    return spec_from_json(validated_json(source))
+
+
+def validated_json(source):
+    """The JSON spec of `source`, validated, with its paths made absolute."""
     spec, base_dir, name = read_spec(source)
     errors = schema_errors(spec) or semantic_errors(spec, base_dir)
+    if not errors and "search" in spec:
+        errors = search_errors(spec, base_dir)
     if errors:
         raise SpecError(errors, name)
-    return resolve(spec, base_dir)
+    return resolve_paths(spec, base_dir)
 
 
 def schema_errors(spec):
@@ -101,12 +103,17 @@ def schema_errors(spec):
         if error.validator == "additionalProperties":
             allowed = sorted(error.schema.get("properties", {}))
             for key in sorted(set(error.instance) - set(allowed)):
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(allowed)}"
-                errors.append((json_path(path + [key]), f"unknown key{hint}"))
+                errors.append((json_path(path + [key]), "unknown key" + _unknown_key_hint(key, path, allowed)))
         else:
             errors.append((json_path(path), error.message))
     return errors
+
+
+def _unknown_key_hint(key, path, allowed):
+    if key in RUN_LEVEL and path and path[-1] == "solver":
+        return f"; `{key}` holds for the whole run: set it at the top level of the spec"
+    close = difflib.get_close_matches(key, allowed, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(allowed)}"
 
 
 def semantic_errors(spec, base_dir):
@@ -116,12 +123,23 @@ def semantic_errors(spec, base_dir):
     errors += _data_errors(spec["data"], spec["backbone"], base_dir)
     errors += _selector_errors(spec.get("frozen", []), ["frozen"])
     errors += _selector_errors(spec.get("slow", []), ["slow"])
-    for index, stage in enumerate(spec.get("stages", [])):
+    stages = spec.get("stages", [])
+    for index, stage in enumerate(stages):
         errors += _selector_errors(stage.get("frozen", []), ["stages", index, "frozen"])
         errors += _selector_errors(stage.get("slow", []), ["stages", index, "slow"])
-    for index, (*_, solver) in enumerate(stages_of(spec)):
-        where = ["stages", index, "solver"] if spec.get("stages") else ["solver"]
+    if "solver" not in spec and not stages:
+        return errors + [("$.solver", "required: the optimizer, learning rate and training length")]
+    first_monitor = None
+    for index, stage in enumerate(stages or [{}]):
+        where = ["stages", index, "solver"] if stages else ["solver"]
+        solver = from_dict(Solver, {**spec.get("solver", {}), **stage.get("solver", {})})
         errors += _solver_errors(solver, where)
+        monitor = (solver.early_stopping.monitor, solver.early_stopping.mode)
+        first_monitor = first_monitor or monitor
+        if monitor != first_monitor:
+            errors.append((json_path(where + ["early_stopping"]),
+                           f"watches {monitor[0]!r} ({monitor[1]}); the run keeps one best epoch over all "
+                           f"stages, watched as the first stage's {first_monitor[0]!r} ({first_monitor[1]})"))
     return errors
 
 
@@ -150,10 +168,6 @@ def _backbone_errors(backbone, base_dir):
         if "cut_at" not in backbone:
             errors.append((json_path(path + ["cut_at"]), "required with `model`: the layer the new head goes on"))
     return errors
-
-
-FILE_SOURCES = ("folder", "listing", "csv")
-PATH_KEYS = FILE_SOURCES + ("root",)
 
 
 def _data_errors(data, backbone, base_dir):
@@ -202,7 +216,7 @@ _SPEC_KEY = {"policy": "lr_policy", "mode": "lr_policy", "schedule": "base_lr",
 
 def _solver_errors(solver, path):
     errors = []
-    if "epochs" not in solver and "max_iter" not in solver:
+    if solver.epochs is None and solver.max_iter is None:
         errors.append((json_path(path), "give the training length: `epochs` or `max_iter`"))
     try:
         lr_schedule(solver)
@@ -213,67 +227,52 @@ def _solver_errors(solver, path):
     return errors
 
 
-def lr_schedule(solver):
-    """The LR callback a solver section declares (`CaffeLR` or `CyclicLR`,
-    wrapped in `Warmup` when it has one)."""
-    policy = solver.get("lr_policy", "fixed")
-    if policy in CYCLIC_MODES:
-        schedule = CyclicLR(
-            solver.get("base_lr"),
-            solver.get("max_lr"),
-            solver.get("step_size"),
-            mode=policy,
-            gamma=solver.get("gamma", 1.0),
-        )
-    else:
-        schedule = CaffeLR(
-            policy,
-            solver.get("base_lr"),
-            **{k: solver.get(k) for k in ("gamma", "power", "stepsize", "stepvalue", "max_iter")},
-        )
-    if "warmup" in solver:
-        schedule = Warmup(schedule, **solver["warmup"])
-    return schedule
+def search_errors(spec, base_dir):
+    """Every problem with the `search` section, found before any trial runs:
+    paths the spec cannot have and values its schema or rules reject."""
+    base = {k: v for k, v in spec.items() if k != "search"}
+    errors = []
+
+    def check(space, context, where):
+        for name, hp in space.items():
+            here = f"{where}[{json.dumps(name)}]"
+            problems = search_space.hyperparameter_errors(hp, here)
+            errors.extend(problems)
+            if problems:
+                continue
+            for value in search_space.extremes(hp):
+                try:
+                    candidate = search_space.set_path(context, name, value)
+                except ValueError as error:
+                    errors.append((here, str(error)))
+                    break
+                candidate = search_space.with_defaults(candidate, hp.get("branches", {}).get(str(value), {}))
+                found = schema_errors(candidate) or semantic_errors(candidate, base_dir)
+                errors.extend((here, f"{value!r} gives {path}: {message}") for path, message in found)
+            for value, branch in hp.get("branches", {}).items():
+                chosen = search_space.set_path(context, name, search_space.typed(hp, value))
+                check(branch, search_space.with_defaults(chosen, branch), f"{here}.branches.{value}")
+
+    check(spec["search"]["space"], base, "$.search.space")
+    if spec.get("stages") and spec["search"].get("tuner") == "hyperband":
+        errors.append(("$.search.tuner", "hyperband budgets epochs of one stage; "
+                                         "search a multi-stage spec with random, bayesian or grid"))
+    return list(dict.fromkeys(errors))
 
 
 def _resolve_path(path, base_dir):
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
 
 
-def resolve(spec, base_dir):
-    """The spec with defaults filled in and paths made absolute."""
+def resolve_paths(spec, base_dir):
+    """The JSON spec with its file paths made absolute."""
     spec = copy.deepcopy(spec)
     backbone = spec["backbone"]
-    if "model" in backbone:
-        backbone["model"] = _resolve_path(backbone["model"], base_dir)
-    elif backbone.get("weights") not in (None, "imagenet"):
-        backbone["weights"] = _resolve_path(backbone["weights"], base_dir)
-    else:
-        backbone.setdefault("weights", None)
-    spec["head"] = {**HEAD_DEFAULTS, **spec["head"]}
-    spec["solver"] = {**SOLVER_DEFAULTS, **spec["solver"]}
-    spec.setdefault("seed", 0)
-    spec.setdefault("name", "zoo-run")
-    spec.setdefault("frozen", [])
-    spec.setdefault("slow", [])
-    spec["data"] = {"validation_split": 0.2, "seed": spec["seed"], **spec["data"]}
+    for key in ("model", "weights"):
+        if backbone.get(key) not in (None, "imagenet"):
+            backbone[key] = _resolve_path(backbone[key], base_dir)
     for section in (spec["data"], spec["data"].get("validation", {})):
         for key in PATH_KEYS:
             if key in section:
                 section[key] = _resolve_path(section[key], base_dir)
     return spec
-
-
-def stages_of(spec):
-    """Each stage as `(name, frozen, slow, solver)`, the top-level fields
-    filling in what a stage does not say. A spec without stages is one stage."""
-    stages = spec.get("stages") or [{"name": "train"}]
-    resolved = []
-    for index, stage in enumerate(stages):
-        resolved.append((
-            stage.get("name", f"stage{index + 1}"),
-            stage.get("frozen", spec.get("frozen", [])),
-            stage.get("slow", spec.get("slow", [])),
-            {**spec["solver"], **stage.get("solver", {})},
-        ))
-    return resolved

@@ -1,18 +1,27 @@
-"""Running a spec: `build_model(spec)` and `train(spec)`."""
+"""Running a spec: `build_model(spec)` and `train(spec)`, with its run folder."""
 
 import dataclasses
 import json
-import math
 import os
+import shutil
 
 import keras
 import pandas as pd
-import tensorflow as tf
 
-from callbacks import BestWeights, DivergenceGuard, PlateauDecay, lr_per_step
-from zoo.data import image_shape, load_data
-from zoo.model import build_network, compile_stage, configure_layers, selected_layers
-from zoo.spec import SpecError, load_spec, lr_schedule, stages_of
+from zoo.checkpoint import Checkpoint, leftovers, write_atomically
+from zoo.runner import Runner
+from zoo.sections import differences, to_dict
+from zoo.spec import load_spec
+
+# Every file `train` writes in a run folder; --overwrite removes these alone.
+RUN_FILES = ("spec.json", "history.csv", "lr_per_step.csv", "best.weights.h5", "model.keras",
+             "curves.png", "lr.png")
+CHECKPOINT_DIR = "checkpoint"
+
+
+class RunError(RuntimeError):
+    """A run folder that cannot be used as asked (it holds a run, a
+    different spec, or a finished run)."""
 
 
 @dataclasses.dataclass
@@ -22,11 +31,12 @@ class TrainResult:
     Attributes:
         history: DataFrame, one row per epoch: epoch, stage, the logged
             metrics and `lr`.
-        lr_per_step: DataFrame with `iteration` and `lr` for every step.
+        lr_per_step: DataFrame with `stage`, `iteration` and `lr` for every step.
         best_epoch: 0-based epoch (over all stages) with the best `monitor`.
         monitor: The metric that picked it; `best` its value.
         model: The trained Keras model, holding the best epoch's weights.
         run_dir: The run folder; `paths` names the files in it.
+        diverged: Why `DivergenceGuard` stopped the run, or None.
     """
 
     history: pd.DataFrame
@@ -37,151 +47,136 @@ class TrainResult:
     model: keras.Model
     run_dir: str
     paths: dict
-
-
-def _stage_path(spec, index):
-    return ["stages", index] if spec.get("stages") else []
-
-
-def _check_layer_selectors(model, spec):
-    """Every frozen/slow selector, top-level and per stage, must pick a layer:
-    checked before any training, all such errors at once."""
-    places = [([], spec)] + [(["stages", i], stage) for i, stage in enumerate(spec.get("stages", []))]
-    errors = []
-    for path, place in places:
-        for key in ("frozen", "slow"):
-            for index, group in enumerate(place.get(key, [])):
-                try:
-                    selected_layers(model, group, path + [key, index])
-                except SpecError as error:
-                    errors += error.errors
-    if errors:
-        raise SpecError(errors)
+    diverged: str = None
 
 
 def build_model(spec, stage=0):
     """The spec's model, compiled for `stage` (0-based), for users who call
-    `model.fit` themselves (with `lr_schedule(solver)` and zoo callbacks)."""
-    spec = load_spec(spec)
-    keras.utils.set_random_seed(spec["seed"])
-    model = build_network(spec)
-    _check_layer_selectors(model, spec)
-    _, frozen, slow, solver = stages_of(spec)[stage]
-    _, lr_mult, decay_mult = configure_layers(model, frozen, slow, _stage_path(spec, stage))
-    return compile_stage(model, solver, lr_mult, decay_mult)
+    `model.fit` themselves (its optimizer follows the stage's LR schedule)."""
+    runner = Runner(load_spec(spec), verbose=0)
+    runner.build()
+    runner.enter_stage(stage)
+    return runner.model
 
 
-class _RunLog(keras.callbacks.Callback):
-    """Writes history.csv after every epoch (a crash loses no finished epoch)
-    and records the LR of every step. Put it before PlateauDecay, which may
-    lower the LR at the same epoch end."""
-
-    def __init__(self, path):
-        super().__init__()
-        self.path = path
-        self.rows, self.lr_rows = [], []
-        self.stage = None
-
-    def _iterations(self):
-        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._first_step = self._iterations()
-
-    def on_epoch_end(self, epoch, logs=None):
-        last = self._iterations()
-        rates = lr_per_step(self.model, self._first_step, last)
-        self.lr_rows += [(self.stage, i, float(r)) for i, r in zip(range(self._first_step, last), rates)]
-        self.rows.append({"epoch": epoch, "stage": self.stage, **(logs or {})})
-        temporary = self.path + ".tmp"
-        pd.DataFrame(self.rows).to_csv(temporary, index=False)
-        os.replace(temporary, self.path)
-
-
-def train(spec, run_dir=None, verbose=1):
+def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbose=1):
     """Run a spec: validate it, build the model, train every stage, and
     write the run folder. Returns a `TrainResult`.
 
-    Run folder: `spec.json` (the resolved spec), `history.csv`,
-    `lr_per_step.csv`, `best.weights.h5`, `model.keras` (the final model, on
-    the best weights), `curves.png` and `lr.png`.
+    Args:
+        spec: A spec file path, a dict or a `zoo.sections.Spec`.
+        run_dir: The run folder. Defaults to `runs/<name>`.
+        resume: Continue the interrupted run in `run_dir` from its last
+            finished epoch (weights, optimizer, callbacks, history, stage,
+            data order); start afresh when the folder holds no run. The
+            spec must equal the run's `spec.json`.
+        overwrite: Delete the run in `run_dir` and start again.
+        callbacks: More Keras callbacks for every stage's `fit`.
+        verbose: 0 or 1.
+
+    A folder that holds a run is never trained into without `resume` or
+    `overwrite` (`RunError`). Run folder: `spec.json` (the typed spec
+    written out), `history.csv` and `lr_per_step.csv` (written at every
+    epoch end), `best.weights.h5`, `checkpoint/` (the last finished epoch),
+    and at the end `model.keras` (on the best weights), `curves.png` and
+    `lr.png`. An interrupted run (Ctrl-C) still gets its plots.
     """
     spec = load_spec(spec)
-    run_dir = os.path.abspath(run_dir or os.path.join("runs", spec["name"]))
-    os.makedirs(run_dir, exist_ok=True)
-    paths = {name: os.path.join(run_dir, name) for name in (
-        "spec.json", "history.csv", "lr_per_step.csv", "best.weights.h5", "model.keras",
-        "curves.png", "lr.png")}
-    with open(paths["spec.json"], "w") as f:
-        json.dump(spec, f, indent=2)
+    run_dir = os.path.abspath(run_dir or os.path.join("runs", spec.name))
+    paths = {name: os.path.join(run_dir, name) for name in RUN_FILES}
+    checkpoint = Checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
+    state = _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite)
+    if state is None:
+        os.makedirs(run_dir, exist_ok=True)
+        _write_json(paths["spec.json"], to_dict(spec))
+        for name in ("history.csv", "lr_per_step.csv"):
+            if os.path.exists(paths[name]):
+                os.remove(paths[name])
+    elif verbose:
+        print(f"Resuming {run_dir} after epoch {state['epoch']}.")
 
-    keras.utils.set_random_seed(spec["seed"])
-    strategy = _strategy(spec.get("distribute"))
-    if spec["solver"]["mixed_precision"]:
-        keras.mixed_precision.set_dtype_policy("mixed_float16")
-    try:
-        with strategy.scope():
-            model = build_network(spec)
-    finally:
-        keras.mixed_precision.set_dtype_policy("float32")
-    _check_layer_selectors(model, spec)
+    log = _RunFiles(paths, lr_rows=state["lr_rows"] if state else 0)
+    runner = Runner(spec, verbose=verbose, checkpoint=checkpoint, best_path=paths["best.weights.h5"],
+                    on_epoch_end=log.write)
+    model = runner.build()
     if verbose:
         model.summary(line_length=100)
-
-    stages = stages_of(spec)
-    first_solver = stages[0][3]
-    early = first_solver.get("early_stopping", {})
-    best = BestWeights(filepath=paths["best.weights.h5"], verbose=verbose, **early)
-    run_log = _RunLog(paths["history.csv"])
-    epoch = 0
-    for index, (name, frozen, slow, solver) in enumerate(stages):
-        table, lr_mult, decay_mult = configure_layers(model, frozen, slow, _stage_path(spec, index))
-        with strategy.scope():
-            compile_stage(model, solver, lr_mult, decay_mult)
-        train_data, validation_data, _ = load_data(spec["data"], solver["batch_size"], spec["backbone"])
-        if image_shape(train_data) != tuple(model.input_shape[1:]):
-            raise SpecError([("$.data", f"images are {image_shape(train_data)} but the model takes "
-                              f"{tuple(model.input_shape[1:])}: set data.image_size and data.channels "
-                              "(or backbone.input_shape)")])
-        steps = int(train_data.cardinality())
-        epochs = solver.get("epochs") or math.ceil(solver["max_iter"] / steps)
-        if verbose:
-            print(f"\nStage {index + 1}/{len(stages)} '{name}': {epochs} epochs of {steps} steps "
-                  f"on {strategy.num_replicas_in_sync} device(s), "
-                  f"{solver['optimizer']} base_lr={solver['base_lr']} lr_policy={solver['lr_policy']}")
-            print(table.to_string(index=False))
-        run_log.stage = name
-        callbacks = [lr_schedule(solver), run_log]
-        if "plateau" in solver:
-            callbacks.append(PlateauDecay(verbose=verbose, **solver["plateau"]))
-        if "divergence_factor" in solver:
-            callbacks.append(DivergenceGuard(solver["divergence_factor"], verbose=verbose))
-        if index > 0:
-            best.set_state({**best.get_state(), "wait": 0})  # one best over all stages
-        callbacks.append(best)
-        # shuffle=False: the tf.data pipeline reshuffles every epoch itself.
-        model.fit(train_data, validation_data=validation_data, initial_epoch=epoch, shuffle=False,
-                  epochs=epoch + epochs, callbacks=callbacks, verbose=verbose)
-        epoch += epochs
-
+    try:
+        outcome = runner.run(callbacks=callbacks)
+    finally:
+        log.plot()  # also after Ctrl-C or a crash: the plots of the finished epochs
     model.save(paths["model.keras"])
-    history = pd.read_csv(paths["history.csv"])
-    lr_per_step = pd.DataFrame(run_log.lr_rows, columns=["stage", "iteration", "lr"])
-    lr_per_step.to_csv(paths["lr_per_step.csv"], index=False)
-    _plot_curves(history, paths["curves.png"])
-    _plot_lr(lr_per_step, paths["lr.png"])
+    checkpoint.update(finished=True)
     if verbose:
-        print(f"\nBest epoch {best.best_epoch + 1}: {best.monitor}={best.best:.4f}. Run folder: {run_dir}")
-    return TrainResult(history, lr_per_step, best.best_epoch, best.monitor, best.best, model, run_dir, paths)
+        if outcome.diverged:
+            print(f"\nDivergenceGuard stopped the run: {outcome.diverged}.")
+        if outcome.best_epoch is not None:
+            print(f"\nBest epoch {outcome.best_epoch + 1}: {outcome.monitor}={outcome.best:.4f}.")
+        print(f"Run folder: {run_dir}")
+    return TrainResult(log.history(), log.lr_per_step(), outcome.best_epoch, outcome.monitor, outcome.best,
+                       model, run_dir, paths, outcome.diverged)
 
 
-def _strategy(name):
-    """The spec's `distribute` strategy; the default one for none."""
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
+def _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite):
+    """Check the run folder against `resume`/`overwrite`; the checkpoint
+    state to resume from, or None to start afresh."""
+    if not os.path.exists(paths["spec.json"]):
+        return None
+    if overwrite:
+        for path in paths.values():
+            if os.path.exists(path):
+                os.remove(path)
+        shutil.rmtree(checkpoint.directory, ignore_errors=True)
+        return None
+    if not resume:
+        raise RunError(f"{run_dir} already holds a run. Continue it with --resume "
+                       "(resume=True), or start it again with --overwrite (overwrite=True).")
+    changed = differences(to_dict(load_spec(paths["spec.json"])), to_dict(spec))
+    if changed:
+        raise RunError(f"Cannot resume {run_dir}: the spec differs from its spec.json at "
+                       f"{', '.join(changed)}. Resume with the same spec, or start again with --overwrite.")
+    state = checkpoint.load()
+    for stale in leftovers(run_dir):
+        os.remove(stale)
+    if state and state.get("finished"):
+        raise RunError(f"{run_dir} holds a finished run ({len(state.get('history', []))} epochs); nothing to resume. "
+                       "Start it again with --overwrite.")
+    return state
+
+
+class _RunFiles:
+    """history.csv and lr_per_step.csv, written at every epoch end, and the plots."""
+
+    def __init__(self, paths, lr_rows):
+        self.paths = paths
+        self._history = []
+        lr_path = paths["lr_per_step.csv"]
+        if lr_rows:
+            # Rows past the checkpoint belong to an epoch that did not finish.
+            pd.read_csv(lr_path).iloc[:lr_rows].to_csv(lr_path, index=False)
+
+    def write(self, history, lr_rows):
+        self._history = history
+        write_atomically(self.paths["history.csv"], lambda path: pd.DataFrame(history).to_csv(path, index=False))
+        lr_path = self.paths["lr_per_step.csv"]
+        rows = pd.DataFrame(lr_rows, columns=["stage", "iteration", "lr"])
+        rows.to_csv(lr_path, mode="a", header=not os.path.exists(lr_path), index=False)
+
+    def history(self):
+        return pd.read_csv(self.paths["history.csv"])
+
+    def lr_per_step(self):
+        return pd.read_csv(self.paths["lr_per_step.csv"])
+
+    def plot(self):
+        if os.path.exists(self.paths["history.csv"]):
+            _plot_curves(self.history(), self.paths["curves.png"])
+            _plot_lr(self.lr_per_step(), self.paths["lr.png"])
+
+
+def _write_json(path, data):
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
 
 
 def _plot_curves(history, path):

@@ -31,7 +31,7 @@ def image_files(tmp_path_factory):
 
 def data_spec(data, backbone=None):
     return load_spec({"backbone": backbone or {"name": "small_cnn"}, "head": {"classes": 10},
-                      "solver": {"base_lr": 0.01, "epochs": 1}, "data": data})["data"]
+                      "solver": {"base_lr": 0.01, "epochs": 1}, "data": data}).data
 
 
 def first_batch(dataset):
@@ -39,16 +39,22 @@ def first_batch(dataset):
     return images.numpy(), labels.numpy()
 
 
+def epoch_batches(data, batch_size, epoch):
+    """The training batches of one epoch, as numpy arrays."""
+    steps = data.steps(batch_size)
+    return [(x.numpy(), y.numpy()) for x, y in data.train(batch_size, epoch, 1).take(steps)]
+
+
 def test_listing_with_separate_validation_keeps_caffe_integer_labels(image_files):
     root, x, y = image_files
     data = data_spec({"listing": str(root / "train.txt"), "validation": {"listing": str(root / "val.txt")},
                       "image_size": [8, 8], "channels": 1, "shuffle": False})
-    train_data, validation, names = load_data(data, batch_size=100)
-    images, labels = first_batch(train_data)
+    loaded = load_data(data, seed=0)
+    images, labels = first_batch(loaded.train(100, 0, 1))
     assert images.shape == (100, 8, 8, 1)
     np.testing.assert_array_equal(labels, y[:100])
     np.testing.assert_allclose(images, x[:100], atol=1 / 255)
-    val_images, val_labels = first_batch(validation)
+    val_images, val_labels = first_batch(loaded.validation(100))
     np.testing.assert_array_equal(val_labels, y[100:])
 
 
@@ -56,36 +62,49 @@ def test_folder_and_csv_number_class_names_in_sorted_order(image_files):
     root, x, y = image_files
     for source in ({"folder": str(root)}, {"csv": str(root / "all.csv")}):
         data = data_spec({**source, "image_size": [8, 8], "channels": 1, "validation_split": 0.25})
-        train_data, validation, names = load_data(data, batch_size=200)
-        assert names == [f"digit_{d}" for d in range(10)]
-        images, labels = first_batch(train_data)
-        val_images, _ = first_batch(validation)
+        loaded = load_data(data, seed=0)
+        assert loaded.class_names == [f"digit_{d}" for d in range(10)]
+        images, labels = first_batch(loaded.train(200, 0, 1))
+        val_images, _ = first_batch(loaded.validation(200))
         assert len(images) == 90 and len(val_images) == 30
         # Every image still carries its own label.
         by_image = {np.round(img * 16).astype(int).tobytes(): label for img, label in zip(x, y)}
         assert [by_image[np.round(img * 16).astype(int).tobytes()] for img in images] == labels.tolist()
 
 
-def test_shuffling_moves_images_and_labels_together_and_is_seeded():
-    data = data_spec({"builtin": "digits", "seed": 3})
-    first, _, _ = load_data(data, batch_size=50)
-    second, _, _ = load_data(data, batch_size=50)
-    a, b = first_batch(first), first_batch(second)
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
+def test_every_epoch_has_its_own_order_keyed_on_the_seed_and_the_epoch():
+    data = data_spec({"builtin": "digits", "augment": {"flip": "horizontal", "random_crop": [6, 6]}})
+    first = load_data(data, seed=3)
+    epoch_0, epoch_1 = epoch_batches(first, 50, 0), epoch_batches(first, 50, 1)
+    assert not np.array_equal(epoch_0[0][1], epoch_1[0][1])  # reshuffled
+    # The same seed and epoch give the same batches, augmentation included,
+    # whether the pipeline starts at that epoch or runs into it.
+    again = load_data(data, seed=3)
+    two_epochs = [(x.numpy(), y.numpy()) for x, y in again.train(50, 0, 2)]
+    for (x, y), (x2, y2) in zip(epoch_0 + epoch_1, two_epochs):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+    for (x, y), (x2, y2) in zip(epoch_1, epoch_batches(again, 50, 1)):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+    assert not np.array_equal(epoch_batches(load_data(data, seed=4), 50, 0)[0][1], epoch_0[0][1])
+    # Each epoch holds every training image once: its labels are a permutation.
+    labels = np.concatenate([y for _, y in epoch_0])
+    assert len(labels) == first.train_size and sorted(labels) == sorted(np.concatenate([y for _, y in epoch_1]))
 
 
 def test_resize_channels_crop_flip_and_backbone_normalization():
     data = data_spec({"builtin": "digits", "image_size": [40, 40], "channels": 3,
                       "augment": {"random_crop": [32, 32], "flip": "horizontal"},
                       "normalization": "backbone"}, backbone={"name": "mobilenet_v2"})
-    train_data, validation, _ = load_data(data, batch_size=16, backbone={"name": "mobilenet_v2"})
-    images, _ = first_batch(train_data)
+    loaded = load_data(data, seed=0, preprocess=keras.applications.mobilenet_v2.preprocess_input)
+    images, _ = first_batch(loaded.train(16, 0, 1))
     assert images.shape == (16, 32, 32, 3)
     assert images.min() >= -1.0 and images.max() <= 1.0 and images.min() < -0.9  # MobileNetV2: [-1, 1]
     np.testing.assert_array_equal(images[..., 0], images[..., 2])  # gray repeated over RGB
-    val_images, _ = first_batch(validation)
+    val_images, _ = first_batch(loaded.validation(16))
     assert val_images.shape == (16, 32, 32, 3)
+    assert loaded.image_shape == (32, 32, 3)
 
 
 def test_data_errors_are_spec_errors(tmp_path):

@@ -6,10 +6,11 @@ from keras import ops
 from zoo.backbones import get_backbone, list_backbones
 from zoo.model import build_network, configure_layers, filler
 from zoo.optimizers import make_optimizer
+from zoo.sections import Filler, Selector, SlowGroup, from_dict
 from zoo.spec import load_spec
 
 
-def spec(**changes):
+def network(**changes):
     base = {
         "backbone": {"name": "small_cnn"},
         "head": {"classes": 3, "hidden": [8]},
@@ -17,7 +18,12 @@ def spec(**changes):
         "data": {"builtin": "digits"},
     }
     base.update(changes)
-    return load_spec(base)
+    spec = load_spec(base)
+    return build_network(spec.backbone, spec.head, spec.name)
+
+
+def selectors(*groups, cls=Selector):
+    return [from_dict(cls, group) for group in groups]
 
 
 def layer_names(model, trainable):
@@ -34,27 +40,27 @@ def layer_names(model, trainable):
     ],
 )
 def test_caffe_fillers_have_caffes_variance(config, std):
-    values = ops.convert_to_numpy(filler(config)((400, 200)))
+    values = ops.convert_to_numpy(filler(from_dict(Filler, config))((400, 200)))
     assert values.std() == pytest.approx(std, rel=0.03)
     assert abs(values.mean()) < std / 10
 
 
 def test_constant_and_uniform_fillers():
-    assert np.all(ops.convert_to_numpy(filler({"type": "constant", "value": 0.1})((3,))) == np.float32(0.1))
-    values = ops.convert_to_numpy(filler({"type": "uniform", "min": -2, "max": -1})((1000,)))
+    assert np.all(ops.convert_to_numpy(filler(Filler("constant", value=0.1))((3,))) == np.float32(0.1))
+    values = ops.convert_to_numpy(filler(Filler("uniform", min=-2, max=-1))((1000,)))
     assert values.min() >= -2 and values.max() <= -1
 
 
 @pytest.mark.parametrize("pooling, features", [("avg", 64), ("max", 64), ("flatten", 4 * 4 * 64)])
 def test_head_pooling(pooling, features):
-    model = build_network(spec(head={"classes": 3, "pooling": pooling}))
+    model = network(head={"classes": 3, "pooling": pooling})
     assert model.get_layer("head_pool").output.shape == (None, features)
     assert model.get_layer("head_classifier").kernel.shape == (features, 3)
 
 
 def test_head_layers_and_initializers():
-    model = build_network(spec(head={"classes": 3, "hidden": [8], "dropout": 0.5,
-                                     "bias_filler": {"type": "constant", "value": 0.2}}))
+    model = network(head={"classes": 3, "hidden": [8], "dropout": 0.5,
+                          "bias_filler": {"type": "constant", "value": 0.2}})
     head = [l.name for l in model.layers if l.name.startswith("head_")]
     assert head == ["head_pool", "head_hidden1", "head_dropout", "head_classifier"]
     np.testing.assert_allclose(ops.convert_to_numpy(model.get_layer("head_classifier").bias), 0.2)
@@ -70,16 +76,16 @@ def test_head_layers_and_initializers():
     ],
 )
 def test_freezing_by_every_selector(selector, frozen):
-    model = build_network(spec())
-    table, _, _ = configure_layers(model, [selector], [])
+    model = network()
+    table, _, _ = configure_layers(model, selectors(selector), [])
     assert layer_names(model, trainable=False) == frozen
     assert table.set_index("group").loc["frozen", "trainable_params"] == 0
 
 
 def test_frozen_batch_norm_runs_in_inference_mode():
-    model = build_network(spec())
+    model = network()
     x = [np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")]
-    configure_layers(model, [{"match": "bn*"}], [])
+    configure_layers(model, selectors({"match": "bn*"}), [])
     np.testing.assert_allclose(ops.convert_to_numpy(model(x, training=True)),
                                ops.convert_to_numpy(model(x, training=False)), atol=1e-6)
     configure_layers(model, [], [])  # trainable again: batch statistics in training
@@ -88,9 +94,9 @@ def test_frozen_batch_norm_runs_in_inference_mode():
 
 
 def test_the_most_specific_slow_group_wins_and_lr_mult_zero_freezes():
-    model = build_network(spec())
-    slow = [{"match": "*", "lr_mult": 0.1}, {"match": "head_*", "lr_mult": 10, "decay_mult": 0},
-            {"match": "head_classifier", "lr_mult": 20}, {"regex": "conv1", "lr_mult": 0}]
+    model = network()
+    slow = selectors({"match": "*", "lr_mult": 0.1}, {"match": "head_*", "lr_mult": 10, "decay_mult": 0},
+                     {"match": "head_classifier", "lr_mult": 20}, {"regex": "conv1", "lr_mult": 0}, cls=SlowGroup)
     table, lr_mult, decay_mult = configure_layers(model, [], slow)
     kernel = model.get_layer("head_classifier").kernel.path
     hidden = model.get_layer("head_hidden1").kernel.path
@@ -187,15 +193,15 @@ def test_registry_knows_every_keras_application_and_its_preprocessing():
 def test_backbone_from_a_weights_file_and_from_a_cut_keras_model(tmp_path):
     source = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3))
     source.save_weights(tmp_path / "mnv3.weights.h5")
-    built = build_network(spec(backbone={"name": "mobilenet_v3_small", "input_shape": [32, 32, 3],
-                                         "weights": str(tmp_path / "mnv3.weights.h5")}))
+    built = network(backbone={"name": "mobilenet_v3_small", "input_shape": [32, 32, 3],
+                              "weights": str(tmp_path / "mnv3.weights.h5")})
     by_path = {w.path: ops.convert_to_numpy(w) for w in built.weights}
     for weight in source.weights:
         np.testing.assert_array_equal(by_path[weight.path], ops.convert_to_numpy(weight))
 
-    saved = build_network(spec())
+    saved = network()
     saved.save(tmp_path / "small.keras")
-    cut = build_network(spec(backbone={"model": str(tmp_path / "small.keras"), "cut_at": "relu2"}))
+    cut = network(backbone={"model": str(tmp_path / "small.keras"), "cut_at": "relu2"})
     assert "conv3" not in [l.name for l in cut.layers]
     np.testing.assert_array_equal(ops.convert_to_numpy(cut.get_layer("conv2").kernel),
                                   ops.convert_to_numpy(saved.get_layer("conv2").kernel))

@@ -31,13 +31,15 @@ def test_every_spec_file_validates_and_builds(spec_dir, name, monkeypatch):
     resolved = load_spec(path)
     model = build_model(path)
     assert isinstance(model, keras.Model) and model.optimizer is not None
-    assert model.output_shape == (None, resolved["head"]["classes"])
+    assert model.output_shape == (None, resolved.head.classes)
 
 
 def test_a_minimal_spec_gets_defaults():
     spec = load_spec(minimal())
-    assert spec["solver"]["optimizer"] == "sgd" and spec["solver"]["lr_policy"] == "fixed"
-    assert spec["head"]["pooling"] == "avg" and spec["data"]["validation_split"] == 0.2
+    (stage,) = spec.stages
+    assert stage.name == "train" and stage.solver.optimizer == "sgd" and stage.solver.lr_policy == "fixed"
+    assert spec.head.pooling == "avg" and spec.data.validation_split == 0.2
+    assert spec.name == "zoo-run" and spec.seed == 0 and not spec.deterministic
 
 
 def test_all_errors_are_reported_at_once_with_json_paths(tmp_path):
@@ -85,7 +87,7 @@ def test_semantic_errors_name_their_path(tmp_path, change, path, message):
 
 def test_paths_are_resolved_against_the_spec_file(spec_dir):
     spec = load_spec(spec_dir / "digits_finetune.json")
-    assert spec["backbone"]["model"] == str(spec_dir.parent / "runs" / "digits_pretrain" / "model.keras")
+    assert spec.backbone.model == str(spec_dir.parent / "runs" / "digits_pretrain" / "model.keras")
 
 
 def test_invalid_json_and_missing_file(tmp_path):
@@ -100,12 +102,15 @@ def test_invalid_json_and_missing_file(tmp_path):
 def test_a_layer_pattern_that_matches_nothing_fails_before_training(tmp_path):
     spec = minimal()
     spec["frozen"] = [{"match": "cnov*"}]
-    spec["stages"] = [{"slow": [{"up_to": "relu9", "lr_mult": 0.1}]}]
+    with pytest.raises(SpecError) as caught:
+        build_model(write_spec(tmp_path, spec))
+    assert "'cnov*' matches no layer; close layer names: conv" in dict(caught.value.errors)["$.frozen[0].match"]
+    spec["stages"] = [{}, {"slow": [{"up_to": "relu9", "lr_mult": 0.1}]}]
     with pytest.raises(SpecError) as caught:
         build_model(write_spec(tmp_path, spec))
     messages = dict(caught.value.errors)
-    assert "'cnov*' matches no layer; close layer names: conv" in messages["$.frozen[0].match"]
-    assert "'relu9' matches no layer" in messages["$.stages[0].slow[0].up_to"]
+    assert "'relu9' matches no layer" in messages["$.stages[1].slow[0].up_to"]
+    assert "'cnov*' matches no layer" in messages["$.stages[0].frozen[0].match"]  # each stage inherits it
 
 
 def test_schema_file_is_valid_json_schema_2020_12():

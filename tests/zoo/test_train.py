@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from zoo.cli import main
+from zoo.spec import load_spec
 from zoo.train import train
 from tests.zoo.conftest import write_spec
 
@@ -50,8 +51,10 @@ def test_run_folder_has_everything_and_the_model_holds_the_best_weights(spec_dir
     saved = keras.saving.load_model(tmp_path / "run" / "model.keras")
     for a, b in zip(saved.get_weights(), result.model.get_weights()):
         np.testing.assert_array_equal(a, b)
-    resolved = json.loads((tmp_path / "run" / "spec.json").read_text())
-    assert resolved["solver"]["optimizer"] == "sgd"  # defaults written out
+    # spec.json is the typed spec written out, defaults filled in; it loads back equal.
+    written = json.loads((tmp_path / "run" / "spec.json").read_text())
+    assert written["stages"][0]["solver"]["optimizer"] == "sgd" and written["head"]["pooling"] == "avg"
+    assert load_spec(tmp_path / "run" / "spec.json") == load_spec(spec_dir / "short_finetune.json")
 
 
 def test_cli_validate_list_and_train(spec_dir, tmp_path, capsys):
@@ -74,8 +77,8 @@ def test_cli_validate_list_and_train(spec_dir, tmp_path, capsys):
 
 
 def test_mixed_precision_and_jit_compile_switches(tmp_path):
-    spec = {"backbone": {"name": "small_cnn"}, "head": {"classes": 10},
-            "solver": {"base_lr": 0.05, "epochs": 1, "mixed_precision": True, "jit_compile": True,
+    spec = {"backbone": {"name": "small_cnn"}, "head": {"classes": 10}, "mixed_precision": True,
+            "solver": {"base_lr": 0.05, "epochs": 1, "jit_compile": True,
                        "steps_per_execution": 4, "lr_policy": "exp", "gamma": 0.99},
             "data": {"builtin": "digits"}}
     result = train(write_spec(tmp_path, spec), run_dir=tmp_path / "run", verbose=0)

@@ -1,0 +1,109 @@
+"""The resume checkpoint of a run: its last finished epoch, written atomically."""
+
+import glob
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+STATE = "state.json"
+TEMPORARY = ".tmp-"
+
+
+class Checkpoint:
+    """The last finished epoch of a run, kept in `directory`.
+
+    `epoch-NNNN.weights.h5` holds the model's weights and its optimizer's
+    variables (slots and iteration count), `best-NNNN.weights.h5` the best
+    weights so far (a copy of the run's `best.weights.h5`, which may run
+    ahead of the checkpoint), and `state.json` the rest (the run's
+    position, its callbacks' progress, the random-seed states of layers such
+    as Dropout) and the names of those files. `state.json` is replaced last,
+    in one rename, so a crash at any moment leaves either the previous
+    checkpoint or the new one, whole. Only the last one is kept.
+    """
+
+    def __init__(self, directory):
+        self.directory = os.fspath(directory)
+        self.state_path = os.path.join(self.directory, STATE)
+
+    def load(self):
+        """The saved state (a dict), or None when there is none."""
+        if not os.path.exists(self.state_path):
+            return None
+        with open(self.state_path) as f:
+            return json.load(f)
+
+    def save(self, model, state, best_path, best_improved):
+        """Write `model`'s variables and `state` as the new checkpoint, with
+        the best weights in `best_path` when they improved this epoch."""
+        os.makedirs(self.directory, exist_ok=True)
+        epoch = state["epoch"]
+        weights = f"epoch-{epoch:04d}.weights.h5"
+        write_atomically(os.path.join(self.directory, weights), model.save_weights)
+        best = (self.load() or {}).get("best_weights")
+        if best_improved:
+            best = f"best-{epoch:04d}.weights.h5"
+            write_atomically(os.path.join(self.directory, best), lambda path: shutil.copyfile(best_path, path))
+        self._write_state({**state, "weights": weights, "best_weights": best,
+                           "seed_states": [np.asarray(v).tolist() for v in _seed_states(model)]})
+        # Older checkpoints, and files of a write that a crash cut short.
+        for stale in glob.glob(os.path.join(self.directory, "*.weights.h5")) + leftovers(self.directory):
+            if os.path.basename(stale) not in (weights, best):
+                os.remove(stale)
+
+    def update(self, **changes):
+        """Rewrite the saved state with `changes` (e.g. `finished=True`)."""
+        os.makedirs(self.directory, exist_ok=True)
+        self._write_state({**(self.load() or {}), **changes})
+
+    def restore(self, model, state, best_path):
+        """Load the checkpoint's variables into `model`, which must be
+        compiled as it was when the checkpoint was written, and put its best
+        weights back in `best_path`."""
+        optimizer = model.optimizer
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        model.load_weights(os.path.join(self.directory, state["weights"]))
+        for variable, value in zip(_seed_states(model), state["seed_states"]):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
+        if state["best_weights"]:
+            shutil.copyfile(os.path.join(self.directory, state["best_weights"]), best_path)
+
+    def _write_state(self, state):
+        text = json.dumps(state, indent=1)
+        write_atomically(self.state_path, lambda path: _write_text(path, text))
+
+
+def _seed_states(model):
+    """The model's variables that `save_weights` leaves out: the states of
+    its random seed generators (Dropout's masks follow them)."""
+    saved = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in saved]
+
+
+def leftovers(directory):
+    """Temporary files of writes that never finished (a crash or a kill)."""
+    return glob.glob(os.path.join(directory, f"{TEMPORARY}*"))
+
+
+def _write_text(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_atomically(target, write):
+    """`write(path)` to a temporary file beside `target`, then rename it over `target`."""
+    directory = os.path.dirname(target)
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=TEMPORARY, suffix=os.path.basename(target))
+    os.close(fd)
+    try:
+        write(temporary)
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)

@@ -1,0 +1,343 @@
+"""The one loop that trains a spec's stages, behind `zoo train` and every
+`zoo tune` trial."""
+
+import dataclasses
+import math
+
+import keras
+import tensorflow as tf
+
+from callbacks import BestWeights, DivergenceGuard, PlateauDecay, lr_per_step
+from zoo.backbones import get_backbone
+from zoo.data import load_data
+from zoo.model import build_network, compile_stage, configure_layers, selected_layers
+from zoo.sections import kwargs
+from zoo.spec import SpecError
+
+
+@dataclasses.dataclass(frozen=True)
+class StagePlan:
+    """A stage's place in the run: global epochs `first_epoch ...
+    first_epoch + epochs - 1`, of `steps` batches each."""
+
+    index: int
+    stage: object
+    first_epoch: int
+    epochs: int
+    steps: int
+
+    @property
+    def end_epoch(self):
+        return self.first_epoch + self.epochs
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a run did.
+
+    Attributes:
+        history: One dict per finished epoch: epoch, stage, the logged
+            metrics, `lr` and the best so far.
+        lr_rows: `(stage, iteration, lr)` of every step this process took.
+        best_epoch: The 0-based epoch with the best `monitor`; `best` its value.
+        diverged: The `DivergenceGuard`'s reason when it stopped the run, else None.
+    """
+
+    history: list
+    lr_rows: list
+    best_epoch: int
+    monitor: str
+    best: float
+    diverged: str = None
+
+
+class Runner:
+    """Builds a `Spec`'s model and trains its stages, one `fit` a stage.
+
+    Each stage configures its frozen and slow layers, compiles its optimizer
+    (driven by the stage's LR schedule), and fits with its callbacks:
+    `PlateauDecay` (`plateau`), `DivergenceGuard` (`divergence_factor`) and
+    `BestWeights` (`early_stopping`), which keeps one best epoch over the
+    whole run. Epochs are numbered across stages, and the data of epoch `e`
+    is the same whether a run starts at 0 or resumes at `e`.
+
+    Args:
+        spec: A `zoo.sections.Spec`.
+        verbose: 0 or 1: Keras progress bars, the stage tables and messages.
+        checkpoint: A `zoo.checkpoint.Checkpoint` to write at every epoch
+            end and to resume from, or None.
+        best_path: Where `BestWeights` writes the best weights, or None.
+        on_epoch_end: Called with `(history, new_lr_rows)` after every
+            finished epoch, before the checkpoint is written.
+        divergence_factor: The `DivergenceGuard` factor of stages whose
+            solver sets none (`zoo tune` guards every trial), or None.
+    """
+
+    def __init__(self, spec, verbose=1, checkpoint=None, best_path=None, on_epoch_end=None,
+                 divergence_factor=None):
+        self.spec = spec
+        self.verbose = verbose
+        self.checkpoint = checkpoint
+        self.best_path = best_path
+        self.on_epoch_end = on_epoch_end
+        self.divergence_factor = divergence_factor
+        self.strategy = _strategy(spec.distribute)
+        self.model = None
+        self.data = None
+
+    # --- building -------------------------------------------------------
+
+    def build(self):
+        """The spec's network, seeded, in its strategy and precision, with
+        every frozen/slow selector checked against it; compiled for stage 0."""
+        spec = self.spec
+        keras.utils.set_random_seed(spec.seed)
+        if spec.deterministic:
+            # Process-wide, and TensorFlow has no public way back.
+            tf.config.experimental.enable_op_determinism()
+        if spec.mixed_precision:
+            keras.mixed_precision.set_dtype_policy("mixed_float16")
+        try:
+            with self.strategy.scope():
+                model = build_network(spec.backbone, spec.head, spec.name)
+        finally:
+            keras.mixed_precision.set_dtype_policy("float32")
+        _check_selectors(model, spec.stages)
+        self.model = model
+        self.enter_stage(0)
+        return model
+
+    def enter_stage(self, index):
+        """Configure the model's layers for stage `index` and compile its
+        optimizer; returns the `lr_mult` table."""
+        stage = self.spec.stages[index]
+        where = ["stages", index] if len(self.spec.stages) > 1 else []
+        table, lr_mult, decay_mult = configure_layers(self.model, stage.frozen, stage.slow, where)
+        with self.strategy.scope():
+            compile_stage(self.model, stage.solver, lr_mult, decay_mult)
+        return table
+
+    def load_data(self):
+        """The spec's `ImageData`, its images checked against the model's input."""
+        if self.data is None:
+            spec = self.spec
+            preprocess = None
+            if spec.data.normalization == "backbone":
+                preprocess = get_backbone(spec.backbone.name).preprocess_input
+            data = load_data(spec.data, spec.seed, channels=self.model.input_shape[-1], preprocess=preprocess)
+            expected = tuple(self.model.input_shape[1:])
+            if data.image_shape != expected:
+                raise SpecError([("$.data", f"images are {data.image_shape} but the model takes {expected}: "
+                                            "set data.image_size and data.channels (or backbone.input_shape)")])
+            self.data = data
+        return self.data
+
+    def plan(self):
+        """The `StagePlan` of every stage (`max_iter` rounds up to whole epochs)."""
+        plans, first = [], 0
+        for index, stage in enumerate(self.spec.stages):
+            steps = self.load_data().steps(stage.solver.batch_size)
+            epochs = stage.solver.epochs or math.ceil(stage.solver.max_iter / steps)
+            plans.append(StagePlan(index, stage, first, epochs, steps))
+            first += epochs
+        return plans
+
+    # --- training -------------------------------------------------------
+
+    def run(self, callbacks=(), epochs=None, initial_epoch=0, baseline=None):
+        """Train every stage, from the checkpoint when there is one.
+
+        Args:
+            callbacks: More Keras callbacks for every stage's `fit`.
+            epochs, initial_epoch: keras-tuner's Hyperband budget for a
+                single-stage spec: train epochs `initial_epoch ... epochs - 1`.
+            baseline: The `DivergenceGuard` baseline (None: the first loss).
+
+        Returns an `Outcome`.
+        """
+        if self.model is None:
+            self.build()
+        plans = self.plan()
+        if epochs is not None:
+            plans = [dataclasses.replace(plans[0], epochs=epochs)]
+        run = _RunState(history=[], lr_rows=[], start=plans[0].first_epoch + initial_epoch)
+        state = self.checkpoint.load() if self.checkpoint else None
+        start_stage, entered = (0, {}) if state is None else self._restore(state, plans, run)
+        best = None
+        for plan in plans[start_stage:]:
+            table = entered[plan.index] if plan.index in entered else self.enter_stage(plan.index)
+            best = self._fit_stage(plan, run, best, callbacks, baseline, table)
+            if run.diverged or plan.index + 1 == len(plans):
+                break
+            run.start = plans[plan.index + 1].first_epoch
+        if best is None:  # resumed after the last epoch: only the best weights to restore
+            best = self._best_weights(plans[-1], run, None)
+            _restore_best(best, self.model)
+        return Outcome(run.history, run.lr_rows, best.best_epoch, best.monitor, best.best, run.diverged)
+
+    def _restore(self, state, plans, run):
+        """Put the model, optimizer and run state back as the checkpoint
+        has them; returns the stage to go on with and `{index: lr_mult
+        table}` of a stage already entered."""
+        index = state["stage"]
+        table = self.enter_stage(index)
+        self.checkpoint.restore(self.model, state, self.best_path)
+        run.history = state["history"]
+        run.earlier_lr_rows = state["lr_rows"]
+        run.best_state = state["best"]
+        run.reference_loss = state["reference_loss"]
+        if state["stage_ended"]:
+            if index + 1 < len(plans):
+                run.start = plans[index + 1].first_epoch
+            return index + 1, {}
+        run.start = state["epoch"]
+        run.plateau_state = state["plateau"]
+        return index, {index: table}
+
+    def _best_weights(self, plan, run, previous):
+        """The stage's `BestWeights`, carrying on the run's best so far."""
+        best = BestWeights(filepath=self.best_path, verbose=self.verbose,
+                           **kwargs(plan.stage.solver.early_stopping))
+        if run.best_state is not None:
+            stage_starts = run.start == plan.first_epoch  # its patience counts afresh
+            best.set_state({**run.best_state, "wait": 0} if stage_starts else run.best_state,
+                           weights=previous.best_weights if previous else None)
+        return best
+
+    def _fit_stage(self, plan, run, previous_best, extra, baseline, table):
+        stage, solver = plan.stage, plan.stage.solver
+        data = self.load_data()
+        first = run.start
+        if self.verbose:
+            print(f"\nStage {plan.index + 1}/{len(self.spec.stages)} '{stage.name}': epochs "
+                  f"{first + 1}-{plan.end_epoch} of {plan.steps} steps on "
+                  f"{self.strategy.num_replicas_in_sync} device(s), {solver.optimizer} "
+                  f"base_lr={solver.base_lr} lr_policy={solver.lr_policy}")
+            if table is not None:
+                print(table.to_string(index=False))
+        plateau = None
+        if solver.plateau is not None:
+            plateau = PlateauDecay(verbose=self.verbose, **kwargs(solver.plateau))
+            if run.plateau_state is not None:
+                plateau.set_state(run.plateau_state)
+        factor = solver.divergence_factor or self.divergence_factor
+        guard = None
+        if factor:
+            guard = DivergenceGuard(factor, baseline=baseline, verbose=self.verbose)
+            if run.reference_loss is not None and baseline is None:
+                guard.set_state({"reference_loss": run.reference_loss})
+        best = self._best_weights(plan, run, previous_best)
+        run.plateau_state = None
+        epoch_end = _EpochEnd(self, run, plan, plateau, guard, best)
+        callbacks = [_StepLR(run, stage.name), *filter(None, [plateau, guard]), best, *extra, epoch_end]
+        # shuffle=False: the pipeline orders every epoch itself.
+        self.model.fit(data.train(solver.batch_size, first, plan.end_epoch - first),
+                       steps_per_epoch=plan.steps, validation_data=data.validation(solver.batch_size),
+                       initial_epoch=first, epochs=plan.end_epoch, shuffle=False,
+                       callbacks=callbacks, verbose=self.verbose)
+        if guard is not None and guard.diverged:
+            run.diverged = guard.reason
+        run.best_state = best.get_state()
+        run.reference_loss = guard.reference_loss if guard else run.reference_loss
+        return best
+
+
+@dataclasses.dataclass
+class _RunState:
+    """What carries from epoch to epoch and stage to stage."""
+
+    history: list
+    lr_rows: list
+    start: int
+    earlier_lr_rows: int = 0  # steps recorded before a resume
+    best_state: dict = None
+    plateau_state: dict = None
+    reference_loss: float = None
+    diverged: str = None
+
+
+class _StepLR(keras.callbacks.Callback):
+    """Records the LR of every step of an epoch and logs the last one as
+    `lr`. It goes first: a plateau cut at the same epoch end comes after."""
+
+    def __init__(self, run, stage_name):
+        super().__init__()
+        self.run, self.stage_name = run, stage_name
+
+    def _iterations(self):
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._first = self._iterations()
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = self._iterations()
+        rates = lr_per_step(self.model, self._first, last)
+        self.run.lr_rows += [(self.stage_name, i, float(r)) for i, r in zip(range(self._first, last), rates)]
+        if logs is not None and len(rates):
+            logs["lr"] = float(rates[-1])
+
+
+class _EpochEnd(keras.callbacks.Callback):
+    """Goes last: adds the epoch to the history and writes the checkpoint."""
+
+    def __init__(self, runner, run, plan, plateau, guard, best):
+        super().__init__()
+        self.runner, self.run, self.plan = runner, run, plan
+        self.plateau, self.guard, self.best = plateau, guard, best
+        self._lr_rows_seen = len(run.lr_rows)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard is not None and self.guard.diverged:
+            return  # a partial epoch, rolled back at the end of the fit
+        self.run.history.append({"epoch": epoch, "stage": self.plan.stage.name, **(logs or {})})
+        new_rows = self.run.lr_rows[self._lr_rows_seen:]
+        self._lr_rows_seen = len(self.run.lr_rows)
+        if self.runner.on_epoch_end is not None:
+            self.runner.on_epoch_end(self.run.history, new_rows)
+        if self.runner.checkpoint is not None:
+            ended = self.model.stop_training or epoch + 1 == self.plan.end_epoch
+            self.runner.checkpoint.save(self.model, best_path=self.runner.best_path,
+                                        best_improved=self.best.best_epoch == epoch, state={
+                "stage": self.plan.index,
+                "epoch": epoch + 1,
+                "stage_ended": ended,
+                "history": self.run.history,
+                "lr_rows": self.run.earlier_lr_rows + len(self.run.lr_rows),
+                "best": self.best.get_state(),
+                "plateau": self.plateau.get_state() if self.plateau else None,
+                "reference_loss": self.guard.reference_loss if self.guard else self.run.reference_loss,
+            })
+
+
+def _restore_best(best, model):
+    # BestWeights reads its best weights back at train begin and puts them
+    # in the model at train end: its own protocol, without a fit.
+    best.set_model(model)
+    best.on_train_begin()
+    best.on_train_end()
+
+
+def _check_selectors(model, stages):
+    """Every frozen/slow selector of every stage must pick a layer: checked
+    before any training, all such errors at once."""
+    errors = []
+    for index, stage in enumerate(stages):
+        where = ["stages", index] if len(stages) > 1 else []
+        for key in ("frozen", "slow"):
+            for position, group in enumerate(getattr(stage, key)):
+                try:
+                    selected_layers(model, group, where + [key, position])
+                except SpecError as error:
+                    errors += error.errors
+    if errors:
+        raise SpecError(list(dict.fromkeys(errors)))
+
+
+def _strategy(name):
+    """The spec's `distribute` strategy; the default one for none."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()

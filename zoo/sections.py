@@ -1,0 +1,302 @@
+"""The typed spec: one frozen dataclass per section, every default in one place.
+
+`load_spec` validates a JSON spec and builds a `Spec` from it; each part of
+the package takes only the section it needs (`Head` for the head, `Solver`
+for the optimizer and callbacks, `Data` for the input pipeline). Field names
+equal the keyword arguments of what a section builds (`Plateau` ->
+`PlateauDecay`, `EarlyStopping` -> `BestWeights`, `Warmup` -> `Warmup`).
+
+`to_dict(spec)` writes a spec out as JSON-able data (the run folder's
+`spec.json`) and `from_dict(Spec, data)` reads it back to an equal object.
+A spec's stages are resolved: a stage's solver is the top-level `solver`
+with the stage's own fields on top, and a stage without `frozen` or `slow`
+takes the top-level ones. A spec without `stages` is one stage, `train`.
+"""
+
+import dataclasses
+import types
+import typing
+from typing import Optional, Union
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """A registry backbone (`name`, `weights`, `input_shape`) or a saved
+    `.keras` `model` cut at the layer `cut_at`."""
+
+    name: Optional[str] = None
+    weights: Optional[str] = None
+    input_shape: Optional[tuple[int, ...]] = None
+    model: Optional[str] = None
+    cut_at: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Filler:
+    """A Caffe filler: constant (`value`), gaussian (`mean`, `std`), uniform
+    (`min`, `max`), xavier and msra (`variance_norm`)."""
+
+    type: str
+    value: float = 0.0
+    mean: float = 0.0
+    std: float = 0.01
+    min: float = 0.0
+    max: float = 1.0
+    variance_norm: str = "fan_in"
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    classes: int
+    pooling: str = "avg"
+    hidden: tuple[int, ...] = ()
+    hidden_activation: str = "relu"
+    dropout: float = 0.0
+    activation: str = "softmax"
+    weight_filler: Filler = Filler("xavier")
+    bias_filler: Filler = Filler("constant")
+
+
+@dataclasses.dataclass(frozen=True)
+class Selector:
+    """Picks layers by exactly one of: a glob, a regex, every layer up to a
+    name, or a `[start, stop)` index range."""
+
+    match: Optional[str] = None
+    regex: Optional[str] = None
+    up_to: Optional[str] = None
+    indices: Optional[tuple[int, int]] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SlowGroup(Selector):
+    """Layers that learn at `lr_mult` x the base LR and decay at `decay_mult`."""
+
+    lr_mult: float = 1.0
+    decay_mult: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Warmup:
+    """`callbacks.Warmup`'s arguments."""
+
+    warmup_steps: int
+    start_lr: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Plateau:
+    """`callbacks.PlateauDecay`'s arguments."""
+
+    monitor: str = "val_loss"
+    factor: float = 0.1
+    patience: int = 10
+    min_delta: float = 1e-4
+    cooldown: int = 0
+    min_lr: float = 0.0
+    mode: str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStopping:
+    """`callbacks.BestWeights`'s arguments: the run ends on the best epoch's
+    weights; `patience` (None: never) stops a stage early."""
+
+    monitor: str = "val_loss"
+    mode: str = "auto"
+    patience: Optional[int] = None
+    min_delta: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Solver:
+    """The optimizer, its learning-rate policy and the training length of one stage."""
+
+    base_lr: Optional[float] = None
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = False
+    lr_policy: str = "fixed"
+    gamma: Optional[float] = None
+    power: Optional[float] = None
+    stepsize: Optional[int] = None
+    stepvalue: Optional[tuple[int, ...]] = None
+    max_iter: Optional[int] = None
+    max_lr: Optional[float] = None
+    step_size: Optional[int] = None
+    warmup: Optional[Warmup] = None
+    weight_decay: float = 0.0
+    regularization_type: str = "L2"
+    clipnorm: Optional[float] = None
+    clipvalue: Optional[float] = None
+    batch_size: int = 32
+    epochs: Optional[int] = None
+    plateau: Optional[Plateau] = None
+    early_stopping: EarlyStopping = EarlyStopping()
+    divergence_factor: Optional[float] = None
+    jit_compile: bool = False
+    steps_per_execution: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    solver: Solver
+    frozen: tuple[Selector, ...] = ()
+    slow: tuple[SlowGroup, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Image files: a class-per-folder tree, a Caffe listing or a CSV."""
+
+    folder: Optional[str] = None
+    listing: Optional[str] = None
+    csv: Optional[str] = None
+    root: Optional[str] = None
+    path_column: str = "path"
+    label_column: str = "label"
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    mean: float
+    std: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    flip: Optional[str] = None
+    random_crop: Optional[tuple[int, int]] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Data(Source):
+    """The training data; `channels` None means the model's input channels."""
+
+    builtin: Optional[str] = None
+    classes: Optional[tuple[int, ...]] = None
+    validation_split: float = 0.2
+    validation: Optional[Source] = None
+    image_size: Optional[tuple[int, int]] = None
+    channels: Optional[int] = None
+    normalization: Union[str, Normalization] = "none"
+    augment: Augment = Augment()
+    shuffle: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """A keras-tuner search; `space` maps spec field paths to hyperparameters
+    (JSON, as written: its keys are paths into the spec)."""
+
+    space: dict
+    tuner: str = "random"
+    objective: str = "val_accuracy"
+    direction: Optional[str] = None
+    max_trials: int = 10
+    executions_per_trial: int = 1
+    max_epochs: int = 10
+    factor: int = 3
+    divergence_factor: float = 3.0
+    seed: int = 0
+
+    @property
+    def goal(self):
+        """`min` or `max`: `direction`, else `min` for a loss."""
+        return self.direction or ("min" if "loss" in self.objective else "max")
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A whole run. `seed`, `deterministic`, `distribute` and
+    `mixed_precision` hold for every stage."""
+
+    backbone: Backbone
+    head: Head
+    stages: tuple[Stage, ...]
+    data: Data
+    name: str = "zoo-run"
+    seed: int = 0
+    deterministic: bool = False
+    distribute: Optional[str] = None
+    mixed_precision: bool = False
+    search: Optional[Search] = None
+
+
+def spec_from_json(raw):
+    """A `Spec` from a validated JSON spec, its stages resolved."""
+    raw = dict(raw)
+    solver = raw.pop("solver", {})
+    top = {key: raw.pop(key, []) for key in ("frozen", "slow")}
+    stages = raw.pop("stages", None) or [{"name": "train"}]
+    raw["stages"] = [
+        {
+            "name": stage.get("name", f"stage{index + 1}"),
+            "frozen": stage.get("frozen", top["frozen"]),
+            "slow": stage.get("slow", top["slow"]),
+            "solver": {**solver, **stage.get("solver", {})},
+        }
+        for index, stage in enumerate(stages)
+    ]
+    return from_dict(Spec, raw)
+
+
+def from_dict(cls, data):
+    """An instance of dataclass `cls` from JSON data (lists become tuples,
+    whole-number floats become ints where an int is declared)."""
+    hints = typing.get_type_hints(cls)
+    return cls(**{key: _convert(hints[key], value) for key, value in data.items()})
+
+
+def _convert(hint, value):
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if isinstance(value, dict):
+            hint = next(a for a in options if dataclasses.is_dataclass(a))
+        else:
+            hint = next((a for a in options if not dataclasses.is_dataclass(a)), options[0])
+        return _convert(hint, value)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value)
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        return tuple(_convert(item, v) for v in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def to_dict(section):
+    """JSON-able data of a section; unset (None) fields are left out."""
+    if dataclasses.is_dataclass(section):
+        return {f.name: to_dict(getattr(section, f.name)) for f in dataclasses.fields(section)
+                if getattr(section, f.name) is not None}
+    if isinstance(section, (tuple, list)):
+        return [to_dict(v) for v in section]
+    if isinstance(section, dict):
+        return {k: to_dict(v) for k, v in section.items()}
+    return section
+
+
+def differences(a, b, path="$"):
+    """JSON paths where the JSON data `a` and `b` differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        found = []
+        for key in sorted(set(a) | set(b)):
+            found += differences(a.get(key), b.get(key), f"{path}.{key}")
+        return found
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [p for i, (x, y) in enumerate(zip(a, b)) for p in differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [path]
+
+
+def kwargs(section):
+    """A section's fields as keyword arguments (unset fields left out)."""
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
+            if getattr(section, f.name) is not None}
