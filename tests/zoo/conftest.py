@@ -27,3 +27,53 @@ def write_spec(directory, spec, name="spec.json"):
     path = directory / name
     path.write_text(json.dumps(spec))
     return path
+
+
+@pytest.fixture
+def recorded_fits(monkeypatch):
+    return record_fits(monkeypatch)
+
+
+def record_fits(monkeypatch):
+    """Replaces `keras.Model.fit` with a fit that trains nothing: it records
+    what each fit was given (`fit_signature`) and runs its callbacks over
+    its epochs with fixed logs. Returns the list of signatures."""
+    import keras
+
+    fits = []
+
+    def fit(model, x=None, *, callbacks=(), epochs=1, initial_epoch=0, steps_per_epoch=None, **kwargs):
+        fits.append(fit_signature(model, x, callbacks, epochs - initial_epoch, steps_per_epoch))
+        callback_list = keras.callbacks.CallbackList(list(callbacks), model=model)
+        callback_list.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            callback_list.on_epoch_begin(epoch)
+            callback_list.on_epoch_end(epoch, {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5})
+        callback_list.on_train_end()
+        return keras.callbacks.History()
+
+    monkeypatch.setattr(keras.Model, "fit", fit)
+    return fits
+
+
+def fit_signature(model, dataset, callbacks, epochs, steps):
+    """What a `fit` gets from a stage: optimizer, LR at several steps, batch
+    size, length, compile options, the zoo callbacks and trainable layers."""
+    from callbacks import BestWeights, DivergenceGuard, PlateauDecay, current_lr
+
+    config = model.optimizer.get_config()
+    config.pop("name")
+    zoo_callbacks = {type(c).__name__: {k: v for k, v in c.get_config().items() if k not in ("filepath", "verbose")}
+                     for c in callbacks if isinstance(c, (BestWeights, DivergenceGuard, PlateauDecay))}
+    return {
+        "optimizer": type(model.optimizer).__name__,
+        "config": config,
+        "lr": [current_lr(model, i) for i in (0, 3, 6, 9, 30, 150, 1000)],
+        "batch_size": int(next(iter(dataset))[0].shape[0]),
+        "epochs": epochs,
+        "steps": steps,
+        "jit_compile": model.jit_compile,
+        "steps_per_execution": model.steps_per_execution,
+        "callbacks": zoo_callbacks,
+        "trainable": [layer.name for layer in model.layers if layer.trainable and layer.weights],
+    }

@@ -217,3 +217,13 @@ def test_chief_and_worker_on_localhost(tmp_path):
     assert len(table) == 2 and (table["status"] == "COMPLETED").all()
     trials = tmp_path / "s" / "search"
     assert all(t["status"] == "COMPLETED" for t in _trial_files(trials))
+
+
+def test_seed_zero_gives_the_same_trials_in_every_fresh_search(tmp_path, recorded_fits):
+    space = dict(LR, **{"head.dropout": {"type": "float", "min": 0.0, "max": 0.5}})
+    path = write_spec(tmp_path, search_spec(space, max_trials=3, seed=0))
+    first = tune(path, directory=tmp_path / "a", verbose=0).trials
+    second = tune(path, directory=tmp_path / "b", verbose=0).trials
+    columns = ["solver.base_lr", "head.dropout"]
+    assert len(first) == 3 and first[columns].drop_duplicates().shape[0] == 3
+    pd.testing.assert_frame_equal(first[columns], second[columns])
