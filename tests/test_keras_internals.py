@@ -1,0 +1,121 @@
+"""Canaries: the private Keras API that zoo and callbacks rely on.
+
+Each test checks that one internal still exists and behaves as relied on, so
+that a Keras upgrade fails here, with a message naming the internal, rather
+than somewhere deep in a training run. The Keras range these pass on is
+declared in setup.cfg. They run on TensorFlow and on JAX.
+"""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from zoo.optimizers import make_optimizer
+
+
+def small_model(optimizer):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="a"), keras.layers.Dense(2, name="b")])
+    model.compile(optimizer=optimizer, loss="mse")
+    return model
+
+
+X = np.ones((8, 3), "float32")
+Y = np.zeros((8, 2), "float32")
+
+
+class Zero(keras.optimizers.schedules.LearningRateSchedule):
+    def __call__(self, step):
+        return ops.zeros((), "float32")
+
+
+def test_optimizer_learning_rate_attribute_holds_the_schedule_and_can_be_swapped():
+    # callbacks/_lr_control.py swaps `optimizer._learning_rate` for the length
+    # of a fit (the public setter would untrack the LR variable).
+    optimizer = keras.optimizers.SGD(learning_rate=0.1)
+    model = small_model(optimizer)
+    model.train_on_batch(X, Y)
+    assert hasattr(optimizer, "_learning_rate"), "Keras optimizers no longer have `_learning_rate`"
+    count = len(optimizer.variables)
+    optimizer._learning_rate = Zero()
+    assert float(ops.convert_to_numpy(optimizer.learning_rate)) == 0.0, \
+        "`optimizer.learning_rate` no longer reads `optimizer._learning_rate`"
+    assert len(optimizer.variables) == count
+
+
+def test_make_train_function_force_retraces_with_the_swapped_learning_rate():
+    optimizer = keras.optimizers.SGD(learning_rate=0.1)
+    model = small_model(optimizer)
+    model.train_on_batch(X, Y)
+    optimizer._learning_rate = Zero()
+    model.make_train_function(force=True)
+    before = [ops.convert_to_numpy(w) for w in model.weights]
+    model.train_on_batch(X, Y)
+    for a, b in zip(before, model.weights):
+        np.testing.assert_array_equal(a, ops.convert_to_numpy(b),
+                                      err_msg="make_train_function(force=True) kept the old learning rate")
+
+
+def test_get_variable_index_maps_update_step_variables_to_trainable_variables():
+    # zoo/optimizers.py finds each variable's lr_mult by path this way.
+    seen = []
+
+    class Recording(keras.optimizers.SGD):
+        def update_step(self, gradient, variable, learning_rate):
+            seen.append(self._trainable_variables[self._get_variable_index(variable)].path)
+            super().update_step(gradient, variable, learning_rate)
+
+    model = small_model(Recording(learning_rate=0.1))
+    model.train_on_batch(X, Y)
+    assert sorted(seen) == sorted(v.path for v in model.trainable_variables)
+
+
+def test_apply_weight_decay_is_called_with_the_variables_and_use_weight_decay_filters():
+    # zoo/optimizers.py overrides `_apply_weight_decay` to scale AdamW's decay per variable.
+    calls = []
+
+    class Recording(keras.optimizers.AdamW):
+        def _apply_weight_decay(self, variables):
+            calls.append([self._use_weight_decay(v) for v in variables])
+            super()._apply_weight_decay(variables)
+
+    optimizer = Recording(learning_rate=0.1, weight_decay=0.1)
+    optimizer.exclude_from_weight_decay(var_names=["bias"])
+    model = small_model(optimizer)
+    model.train_on_batch(X, Y)
+    # Called once per trace (TensorFlow may trace the step more than once).
+    assert calls, "AdamW no longer decays through `_apply_weight_decay`"
+    assert all(call == [True, False, True, False] for call in calls)  # kernels decay, biases do not
+
+
+def test_layerwise_adamw_decays_through_the_override():
+    plain = small_model(make_optimizer("adamw", 0.1, weight_decay=0.0))
+    decayed = small_model(make_optimizer("adamw", 0.1, weight_decay=0.5))
+    plain.train_on_batch(X, Y)
+    decayed.train_on_batch(X, Y)
+    a = ops.convert_to_numpy(plain.get_layer("a").kernel)
+    b = ops.convert_to_numpy(decayed.get_layer("a").kernel)
+    assert not np.allclose(a, b)
+
+
+def test_save_weights_holds_the_optimizer_state_that_resume_relies_on(tmp_path):
+    # zoo/checkpoint.py keeps the optimizer's slots and iteration in the
+    # `save_weights` file, and Dropout's seed states beside it.
+    model = small_model(keras.optimizers.SGD(learning_rate=0.1, momentum=0.9))
+    model.train_on_batch(X, Y)
+    model.save_weights(tmp_path / "w.weights.h5")
+    fresh = small_model(keras.optimizers.SGD(learning_rate=0.1, momentum=0.9))
+    fresh.optimizer.build(fresh.trainable_variables)
+    fresh.load_weights(tmp_path / "w.weights.h5")
+    assert int(ops.convert_to_numpy(fresh.optimizer.iterations)) == 1
+    for a, b in zip(model.optimizer.variables, fresh.optimizer.variables):
+        np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
+
+
+@pytest.mark.parametrize("layer", [keras.layers.Dropout(0.5)])
+def test_seed_generator_states_are_model_variables_but_not_weights(layer):
+    model = keras.Sequential([keras.Input((3,)), layer])
+    saved = {id(v) for v in model.weights}
+    extra = [v for v in model.variables if id(v) not in saved]
+    assert len(extra) == 1 and "seed_generator" in extra[0].path
