@@ -30,7 +30,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from zoo.spec import lr_schedule  # noqa: E402
 from zoo.train import build_model, train  # noqa: E402
 
 TASK_A, TASK_B = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
@@ -45,7 +44,7 @@ def base_spec(seed, backbone, slow=(), frozen=(), base_lr=0.01):
         "slow": list(slow),
         "frozen": list(frozen),
         "solver": {"base_lr": base_lr, "momentum": 0.9, "batch_size": 32, "epochs": 1},
-        "data": {"builtin": "digits", "classes": TASK_B, "seed": seed},
+        "data": {"builtin": "digits", "classes": TASK_B},
     }
 
 
@@ -73,14 +72,16 @@ def iterations_to_target(spec, target, max_iter):
     from zoo.spec import load_spec
 
     spec = load_spec(spec)
-    model = build_model(spec)
-    train_data, validation, _ = load_data(spec["data"], spec["solver"]["batch_size"])
-    x_val = np.concatenate([x for x, _ in validation])
-    y_val = np.concatenate([y for _, y in validation])
+    model = build_model(spec)  # its optimizer follows the solver's LR policy
+    data = load_data(spec.data, spec.seed, channels=model.input_shape[-1])
+    batch_size = spec.stages[0].solver.batch_size
+    x_val = np.concatenate([x for x, _ in data.validation(batch_size)])
+    y_val = np.concatenate([y for _, y in data.validation(batch_size)])
     stopper = ItersToTarget((x_val, y_val), target)
-    epochs = -(-max_iter // int(train_data.cardinality()))
-    model.fit(train_data, epochs=epochs, verbose=0, shuffle=False,
-              callbacks=[lr_schedule(spec["solver"]), stopper])
+    steps = data.steps(batch_size)
+    epochs = -(-max_iter // steps)
+    model.fit(data.train(batch_size, 0, epochs), steps_per_epoch=steps, epochs=epochs, verbose=0,
+              shuffle=False, callbacks=[stopper])
     return stopper.iterations
 
 

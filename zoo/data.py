@@ -21,19 +21,19 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 _CROP, _FLIP_HORIZONTAL, _FLIP_VERTICAL = 1, 2, 3
 
 
-def load_data(data, seed, channels=None, preprocess=None):
+def load_data(data, seed, channels, preprocess=None):
     """The `ImageData` of a `Data` section.
 
     Args:
         data: `zoo.sections.Data`.
         seed: Integer. Keys the validation split, every epoch's order and
             the augmentation.
-        channels: Integer. Image channels when `data.channels` is not set
-            (the model's input channels). Defaults to `data.channels`, else 3.
+        channels: Integer. The model's input channels: the images' channels
+            unless `data.channels` says otherwise.
         preprocess: The backbone's `preprocess_input`, for
             `normalization: "backbone"`.
     """
-    channels = data.channels or channels or 3
+    channels = data.channels or channels
     if data.builtin:
         (x, y), (x_val, y_val) = load_digits(validation_split=data.validation_split, seed=seed)
         classes = list(data.classes or range(10))

@@ -49,7 +49,7 @@ def test_listing_with_separate_validation_keeps_caffe_integer_labels(image_files
     root, x, y = image_files
     data = data_spec({"listing": str(root / "train.txt"), "validation": {"listing": str(root / "val.txt")},
                       "image_size": [8, 8], "channels": 1, "shuffle": False})
-    loaded = load_data(data, seed=0)
+    loaded = load_data(data, seed=0, channels=1)
     images, labels = first_batch(loaded.train(100, 0, 1))
     assert images.shape == (100, 8, 8, 1)
     np.testing.assert_array_equal(labels, y[:100])
@@ -62,7 +62,7 @@ def test_folder_and_csv_number_class_names_in_sorted_order(image_files):
     root, x, y = image_files
     for source in ({"folder": str(root)}, {"csv": str(root / "all.csv")}):
         data = data_spec({**source, "image_size": [8, 8], "channels": 1, "validation_split": 0.25})
-        loaded = load_data(data, seed=0)
+        loaded = load_data(data, seed=0, channels=1)
         assert loaded.class_names == [f"digit_{d}" for d in range(10)]
         images, labels = first_batch(loaded.train(200, 0, 1))
         val_images, _ = first_batch(loaded.validation(200))
@@ -74,12 +74,12 @@ def test_folder_and_csv_number_class_names_in_sorted_order(image_files):
 
 def test_every_epoch_has_its_own_order_keyed_on_the_seed_and_the_epoch():
     data = data_spec({"builtin": "digits", "augment": {"flip": "horizontal", "random_crop": [6, 6]}})
-    first = load_data(data, seed=3)
+    first = load_data(data, seed=3, channels=1)
     epoch_0, epoch_1 = epoch_batches(first, 50, 0), epoch_batches(first, 50, 1)
     assert not np.array_equal(epoch_0[0][1], epoch_1[0][1])  # reshuffled
     # The same seed and epoch give the same batches, augmentation included,
     # whether the pipeline starts at that epoch or runs into it.
-    again = load_data(data, seed=3)
+    again = load_data(data, seed=3, channels=1)
     two_epochs = [(x.numpy(), y.numpy()) for x, y in again.train(50, 0, 2)]
     for (x, y), (x2, y2) in zip(epoch_0 + epoch_1, two_epochs):
         np.testing.assert_array_equal(x, x2)
@@ -87,7 +87,7 @@ def test_every_epoch_has_its_own_order_keyed_on_the_seed_and_the_epoch():
     for (x, y), (x2, y2) in zip(epoch_1, epoch_batches(again, 50, 1)):
         np.testing.assert_array_equal(x, x2)
         np.testing.assert_array_equal(y, y2)
-    assert not np.array_equal(epoch_batches(load_data(data, seed=4), 50, 0)[0][1], epoch_0[0][1])
+    assert not np.array_equal(epoch_batches(load_data(data, seed=4, channels=1), 50, 0)[0][1], epoch_0[0][1])
     # Each epoch holds every training image once: its labels are a permutation.
     labels = np.concatenate([y for _, y in epoch_0])
     assert len(labels) == first.train_size and sorted(labels) == sorted(np.concatenate([y for _, y in epoch_1]))
@@ -97,7 +97,7 @@ def test_resize_channels_crop_flip_and_backbone_normalization():
     data = data_spec({"builtin": "digits", "image_size": [40, 40], "channels": 3,
                       "augment": {"random_crop": [32, 32], "flip": "horizontal"},
                       "normalization": "backbone"}, backbone={"name": "mobilenet_v2"})
-    loaded = load_data(data, seed=0, preprocess=keras.applications.mobilenet_v2.preprocess_input)
+    loaded = load_data(data, seed=0, channels=3, preprocess=keras.applications.mobilenet_v2.preprocess_input)
     images, _ = first_batch(loaded.train(16, 0, 1))
     assert images.shape == (16, 32, 32, 3)
     assert images.min() >= -1.0 and images.max() <= 1.0 and images.min() < -0.9  # MobileNetV2: [-1, 1]
@@ -134,3 +134,22 @@ def test_training_from_an_image_folder(image_files, tmp_path):
                      "augment": {"flip": "horizontal"}}}
     result = train(write_spec(tmp_path, spec), run_dir=tmp_path / "run", verbose=0)
     assert len(result.history) == 2 and np.isfinite(result.history["loss"]).all()
+
+
+def test_channels_default_to_the_models_input_channels(image_files):
+    root, _, _ = image_files
+    digits = data_spec({"builtin": "digits"})
+    assert digits.channels is None
+    assert load_data(digits, seed=0, channels=1).image_shape == (8, 8, 1)
+    assert load_data(digits, seed=0, channels=3).image_shape == (8, 8, 3)
+    files = data_spec({"folder": str(root), "image_size": [8, 8]})
+    assert load_data(files, seed=0, channels=1).image_shape == (8, 8, 1)
+    assert load_data(data_spec({"folder": str(root), "image_size": [8, 8], "channels": 3}),
+                     seed=0, channels=1).image_shape == (8, 8, 3)  # the spec's own setting wins
+
+
+def test_a_three_channel_backbone_gets_the_digits_in_rgb_without_being_told(tmp_path):
+    spec = {"backbone": {"name": "small_cnn", "input_shape": [8, 8, 3]}, "head": {"classes": 10},
+            "solver": {"base_lr": 0.05, "epochs": 1, "batch_size": 128}, "data": {"builtin": "digits"}}
+    result = train(spec, run_dir=tmp_path / "run", verbose=0)
+    assert result.model.input_shape == (None, 8, 8, 3) and np.isfinite(result.history["loss"]).all()
