@@ -11,3 +11,9 @@ def _seed():
     keras.utils.set_random_seed(1234)
     yield
     keras.backend.clear_session()
+    if keras.backend.backend() == "tensorflow":
+        # A `deterministic` spec turns on op determinism for the process (and
+        # with it XLA off); TensorFlow's only way back is private.
+        from tensorflow.python.framework.config import disable_op_determinism
+
+        disable_op_determinism()

@@ -134,6 +134,9 @@ def semantic_errors(spec, base_dir):
         where = ["stages", index, "solver"] if stages else ["solver"]
         solver = from_dict(Solver, {**spec.get("solver", {}), **stage.get("solver", {})})
         errors += _solver_errors(solver, where)
+        if solver.jit_compile and spec.get("deterministic"):
+            errors.append((json_path(where + ["jit_compile"]), "XLA is off under `deterministic: true` "
+                                                               "(TensorFlow's op determinism does not support it)"))
         monitor = (solver.early_stopping.monitor, solver.early_stopping.mode)
         first_monitor = first_monitor or monitor
         if monitor != first_monitor:

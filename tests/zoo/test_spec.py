@@ -73,6 +73,10 @@ def test_all_errors_are_reported_at_once_with_json_paths(tmp_path):
         (lambda s: s.update(slow=[{"regex": "("}]), "$.slow[0].regex", "not a regular expression"),
         (lambda s: s.update(stages=[{"solver": {"lr_policy": "poly", "power": 1}}]), "$.stages[0].solver.max_iter",
          "`max_iter` is required when policy='poly'"),
+        (lambda s: s.update(deterministic=True, stages=[{}, {"solver": {"jit_compile": True}}]),
+         "$.stages[1].solver.jit_compile", "XLA is off under `deterministic: true`"),
+        (lambda s: s.update(stages=[{"solver": {"early_stopping": {"monitor": "val_accuracy"}}}, {}]),
+         "$.stages[1].solver.early_stopping", "watches 'val_loss' (auto); the run keeps one best epoch"),
     ],
 )
 def test_semantic_errors_name_their_path(tmp_path, change, path, message):
@@ -119,3 +123,43 @@ def test_schema_file_is_valid_json_schema_2020_12():
     schema = json.loads(open(os.path.join(SPECS, "schema.json")).read())
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.Draft202012Validator.check_schema(schema)
+
+
+@pytest.mark.parametrize("section, target", [
+    ("Plateau", "callbacks.PlateauDecay"),
+    ("EarlyStopping", "callbacks.BestWeights"),
+    ("Warmup", "callbacks.Warmup"),
+])
+def test_section_fields_are_the_keyword_arguments_of_what_they_build(section, target):
+    import dataclasses
+    import importlib
+    import inspect
+
+    from zoo import sections
+
+    module, name = target.rsplit(".", 1)
+    parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    for field in dataclasses.fields(getattr(sections, section)):
+        assert field.name in parameters, f"{section}.{field.name} is no argument of {target}"
+        if field.default is not dataclasses.MISSING:
+            assert field.default == parameters[field.name].default, (section, field.name)
+
+
+def test_a_spec_written_out_loads_back_equal_and_mixed_precision_is_run_level(tmp_path):
+    from zoo.sections import to_dict
+
+    spec = load_spec(os.path.join(SPECS, "digits_scratch.json"))
+    assert load_spec(write_spec(tmp_path, to_dict(spec))) == spec
+    raw = minimal()
+    raw["solver"]["mixed_precision"] = True
+    with pytest.raises(SpecError, match=r"\$.solver.mixed_precision: unknown key; `mixed_precision` holds for "
+                                        r"the whole run: set it at the top level"):
+        load_spec(raw)
+    assert load_spec({**minimal(), "mixed_precision": True}).mixed_precision
+
+
+def test_whole_number_floats_become_integers_where_the_schema_says_integer():
+    raw = minimal()
+    raw["solver"].update(epochs=2.0, batch_size=16.0)
+    solver = load_spec(raw).stages[0].solver
+    assert (solver.epochs, solver.batch_size) == (2, 16) and isinstance(solver.epochs, int)
