@@ -11,7 +11,7 @@ from callbacks import BestWeights, DivergenceGuard, PlateauDecay, lr_per_step
 from zoo.backbones import get_backbone
 from zoo.data import load_data
 from zoo.model import build_network, compile_stage, configure_layers, selected_layers
-from zoo.sections import kwargs
+from zoo.sections import as_kwargs
 from zoo.spec import SpecError
 
 
@@ -63,7 +63,6 @@ class Runner:
 
     Args:
         spec: A `zoo.sections.Spec`.
-        verbose: 0 or 1: Keras progress bars, the stage tables and messages.
         checkpoint: A `zoo.checkpoint.Checkpoint` to write at every epoch
             end and to resume from, or None.
         best_path: Where `BestWeights` writes the best weights, or None.
@@ -73,10 +72,8 @@ class Runner:
             solver sets none (`zoo tune` guards every trial), or None.
     """
 
-    def __init__(self, spec, verbose=1, checkpoint=None, best_path=None, on_epoch_end=None,
-                 divergence_factor=None):
+    def __init__(self, spec, checkpoint=None, best_path=None, on_epoch_end=None, divergence_factor=None):
         self.spec = spec
-        self.verbose = verbose
         self.checkpoint = checkpoint
         self.best_path = best_path
         self.on_epoch_end = on_epoch_end
@@ -144,7 +141,7 @@ class Runner:
 
     # --- training -------------------------------------------------------
 
-    def run(self, callbacks=(), epochs=None, initial_epoch=0, baseline=None):
+    def run(self, callbacks=(), epochs=None, initial_epoch=0, baseline=None, verbose=1):
         """Train every stage, from the checkpoint when there is one.
 
         Args:
@@ -152,6 +149,7 @@ class Runner:
             epochs, initial_epoch: keras-tuner's Hyperband budget for a
                 single-stage spec: train epochs `initial_epoch ... epochs - 1`.
             baseline: The `DivergenceGuard` baseline (None: the first loss).
+            verbose: 0 or 1: Keras progress bars, the stage tables and messages.
 
         Returns an `Outcome`.
         """
@@ -166,12 +164,12 @@ class Runner:
         best = None
         for plan in plans[start_stage:]:
             table = entered[plan.index] if plan.index in entered else self.enter_stage(plan.index)
-            best = self._fit_stage(plan, run, best, callbacks, baseline, table)
+            best = self._fit_stage(plan, run, best, callbacks, baseline, table, verbose)
             if run.diverged or plan.index + 1 == len(plans):
                 break
             run.start = plans[plan.index + 1].first_epoch
         if best is None:  # resumed after the last epoch: only the best weights to restore
-            best = self._best_weights(plans[-1], run, None)
+            best = self._best_weights(plans[-1], run, None, verbose)
             _restore_best(best, self.model)
         return Outcome(run.history, run.lr_rows, best.best_epoch, best.monitor, best.best, run.diverged)
 
@@ -194,21 +192,21 @@ class Runner:
         run.plateau_state = state["plateau"]
         return index, {index: table}
 
-    def _best_weights(self, plan, run, previous):
+    def _best_weights(self, plan, run, previous, verbose):
         """The stage's `BestWeights`, carrying on the run's best so far."""
-        best = BestWeights(filepath=self.best_path, verbose=self.verbose,
-                           **kwargs(plan.stage.solver.early_stopping))
+        best = BestWeights(filepath=self.best_path, verbose=verbose,
+                           **as_kwargs(plan.stage.solver.early_stopping))
         if run.best_state is not None:
             stage_starts = run.start == plan.first_epoch  # its patience counts afresh
             best.set_state({**run.best_state, "wait": 0} if stage_starts else run.best_state,
                            weights=previous.best_weights if previous else None)
         return best
 
-    def _fit_stage(self, plan, run, previous_best, extra, baseline, table):
+    def _fit_stage(self, plan, run, previous_best, extra, baseline, table, verbose):
         stage, solver = plan.stage, plan.stage.solver
         data = self.load_data()
         first = run.start
-        if self.verbose:
+        if verbose:
             print(f"\nStage {plan.index + 1}/{len(self.spec.stages)} '{stage.name}': epochs "
                   f"{first + 1}-{plan.end_epoch} of {plan.steps} steps on "
                   f"{self.strategy.num_replicas_in_sync} device(s), {solver.optimizer} "
@@ -217,16 +215,16 @@ class Runner:
                 print(table.to_string(index=False))
         plateau = None
         if solver.plateau is not None:
-            plateau = PlateauDecay(verbose=self.verbose, **kwargs(solver.plateau))
+            plateau = PlateauDecay(verbose=verbose, **as_kwargs(solver.plateau))
             if run.plateau_state is not None:
                 plateau.set_state(run.plateau_state)
         factor = solver.divergence_factor or self.divergence_factor
         guard = None
         if factor:
-            guard = DivergenceGuard(factor, baseline=baseline, verbose=self.verbose)
+            guard = DivergenceGuard(factor, baseline=baseline, verbose=verbose)
             if run.reference_loss is not None and baseline is None:
                 guard.set_state({"reference_loss": run.reference_loss})
-        best = self._best_weights(plan, run, previous_best)
+        best = self._best_weights(plan, run, previous_best, verbose)
         run.plateau_state = None
         epoch_end = _EpochEnd(self, run, plan, plateau, guard, best)
         callbacks = [_StepLR(run, stage.name), *filter(None, [plateau, guard]), best, *extra, epoch_end]
@@ -234,7 +232,7 @@ class Runner:
         self.model.fit(data.train(solver.batch_size, first, plan.end_epoch - first),
                        steps_per_epoch=plan.steps, validation_data=data.validation(solver.batch_size),
                        initial_epoch=first, epochs=plan.end_epoch, shuffle=False,
-                       callbacks=callbacks, verbose=self.verbose)
+                       callbacks=callbacks, verbose=verbose)
         if guard is not None and guard.diverged:
             run.diverged = guard.reason
         run.best_state = best.get_state()

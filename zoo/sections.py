@@ -296,7 +296,7 @@ def differences(a, b, path="$"):
     return [] if a == b else [path]
 
 
-def kwargs(section):
+def as_kwargs(section):
     """A section's fields as keyword arguments (unset fields left out)."""
     return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
             if getattr(section, f.name) is not None}

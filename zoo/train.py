@@ -53,7 +53,7 @@ class TrainResult:
 def build_model(spec, stage=0):
     """The spec's model, compiled for `stage` (0-based), for users who call
     `model.fit` themselves (its optimizer follows the stage's LR schedule)."""
-    runner = Runner(load_spec(spec), verbose=0)
+    runner = Runner(load_spec(spec))
     runner.build()
     runner.enter_stage(stage)
     return runner.model
@@ -96,13 +96,12 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
         print(f"Resuming {run_dir} after epoch {state['epoch']}.")
 
     log = _RunFiles(paths, lr_rows=state["lr_rows"] if state else 0)
-    runner = Runner(spec, verbose=verbose, checkpoint=checkpoint, best_path=paths["best.weights.h5"],
-                    on_epoch_end=log.write)
+    runner = Runner(spec, checkpoint=checkpoint, best_path=paths["best.weights.h5"], on_epoch_end=log.write)
     model = runner.build()
     if verbose:
         model.summary(line_length=100)
     try:
-        outcome = runner.run(callbacks=callbacks)
+        outcome = runner.run(callbacks=callbacks, verbose=verbose)
     finally:
         log.plot()  # also after Ctrl-C or a crash: the plots of the finished epochs
     model.save(paths["model.keras"])
@@ -163,15 +162,20 @@ class _RunFiles:
         rows.to_csv(lr_path, mode="a", header=not os.path.exists(lr_path), index=False)
 
     def history(self):
-        return pd.read_csv(self.paths["history.csv"])
+        return _read_csv(self.paths["history.csv"], ["epoch", "stage"])
 
     def lr_per_step(self):
-        return pd.read_csv(self.paths["lr_per_step.csv"])
+        return _read_csv(self.paths["lr_per_step.csv"], ["stage", "iteration", "lr"])
 
     def plot(self):
         if os.path.exists(self.paths["history.csv"]):
             _plot_curves(self.history(), self.paths["curves.png"])
             _plot_lr(self.lr_per_step(), self.paths["lr.png"])
+
+
+def _read_csv(path, columns):
+    """The CSV's rows; none (with `columns`) before the first finished epoch."""
+    return pd.read_csv(path) if os.path.exists(path) else pd.DataFrame(columns=columns)
 
 
 def _write_json(path, data):

@@ -57,20 +57,20 @@ class SpecHyperModel(kt.HyperModel):
     def build(self, hp):
         declare(hp, self.search.space)
         # The spec and its space were checked as a whole before any trial.
-        self._runner = Runner(spec_from_json(trial_spec(self.spec_json, hp)), verbose=0,
+        self._runner = Runner(spec_from_json(trial_spec(self.spec_json, hp)),
                               divergence_factor=self.search.divergence_factor)
         return self._runner.build()
 
     def fit(self, hp, model, *args, callbacks=(), **kwargs):
         """Train every stage of the trial's spec; Hyperband's `epochs` budget
         (single-stage specs only) replaces the spec's epochs."""
-        self._runner.verbose = kwargs.get("verbose", 1)
         initial_epoch = kwargs.get("initial_epoch", 0)
         # The classic rule compares with a fresh classifier's loss, ln(classes);
         # a Hyperband trial resuming from trained weights starts far below it.
         baseline = math.log(self._runner.spec.head.classes) if initial_epoch else None
         outcome = self._runner.run(callbacks=list(callbacks), epochs=kwargs.get("epochs"),
-                                   initial_epoch=initial_epoch, baseline=baseline)
+                                   initial_epoch=initial_epoch, baseline=baseline,
+                                   verbose=kwargs.get("verbose", 1))
         if outcome.diverged:
             raise kt.errors.FailedTrialError(DIVERGED + outcome.diverged)
         history = keras.callbacks.History()

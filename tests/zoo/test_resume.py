@@ -19,7 +19,8 @@ from tests.zoo.conftest import write_spec
 
 # Trains a spec with resume=True; argv[3] says where the process kills itself:
 # {"epoch": e, "batch": b} after that batch, {"checkpoint": e} halfway through
-# writing the state of epoch e's checkpoint, or null.
+# writing the state of epoch e's checkpoint, {"finish": true} after the last
+# epoch's checkpoint but before the run is marked finished, or null.
 KILLABLE_TRAIN = textwrap.dedent("""
     import json, os, signal, sys
     import keras
@@ -47,6 +48,8 @@ KILLABLE_TRAIN = textwrap.dedent("""
             write(path, text)
 
         zoo.checkpoint._write_text = write_and_die
+    if kill and "finish" in kill:
+        zoo.checkpoint.Checkpoint.update = lambda self, **changes: os.kill(os.getpid(), signal.SIGKILL)
     callbacks = [KillAt()] if kill and "batch" in kill else []
     train(sys.argv[1], run_dir=sys.argv[2], resume=True, callbacks=callbacks, verbose=0)
 """)
@@ -88,14 +91,15 @@ def test_a_run_killed_anywhere_resumes_to_bit_identical_weights_and_history(tmp_
     kills = [{"epoch": 1, "batch": 10},   # in stage 1, after one finished epoch
              {"checkpoint": 3},            # while writing the checkpoint of epoch 3 (stage 2)
              {"epoch": 3, "batch": 0},     # in stage 2, right after the restart
-             {"epoch": 4, "batch": 15}]    # in the last epoch
+             {"epoch": 4, "batch": 15},    # in the last epoch
+             {"finish": True}]             # after it
     for kill in kills:
         killed = run_killable(spec_path, interrupted, kill)
         assert killed.returncode == -signal.SIGKILL, (kill, killed.stderr[-3000:])
         state = json.loads((interrupted / "checkpoint" / "state.json").read_text())
         assert not state.get("finished")
     state_before = json.loads((interrupted / "checkpoint" / "state.json").read_text())
-    assert state_before["epoch"] == 4 and state_before["stage"] == 1
+    assert state_before["epoch"] == 5 and state_before["stage"] == 1 and state_before["stage_ended"]
     resumed = run_killable(spec_path, interrupted)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 

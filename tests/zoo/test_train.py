@@ -93,3 +93,13 @@ def test_mixed_precision_and_jit_compile_switches(tmp_path):
     assert result.lr_per_step["lr"].tolist() == pytest.approx([0.05 * 0.99**i for i in range(steps)], rel=1e-5)
     assert result.history["lr"].iloc[0] == pytest.approx(0.05 * 0.99 ** (steps - 1), rel=1e-5)
     assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
+
+
+def test_a_diverging_run_stops_keeps_its_folder_and_exits_1(tmp_path, capsys):
+    spec = {"backbone": {"name": "small_cnn"}, "head": {"classes": 10},
+            "solver": {"base_lr": 5000.0, "epochs": 3, "divergence_factor": 3.0}, "data": {"builtin": "digits"}}
+    path = write_spec(tmp_path, spec)
+    assert main(["train", str(path), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 1
+    assert "The run diverged: the loss" in capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["finished"]
+    assert (tmp_path / "run" / "model.keras").exists()
