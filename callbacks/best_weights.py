@@ -1,13 +1,13 @@
 """Best-weight early stopping that always ends on the best weights."""
 
 import os
-import tempfile
 import warnings
 
 import keras
 from keras.saving import register_keras_serializable
 
 from callbacks import _checks
+from callbacks._files import write_atomically
 from callbacks._monitor import Monitor
 from callbacks._resumable import ResumableCallback
 
@@ -105,7 +105,7 @@ class BestWeights(ResumableCallback):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             self.best_weights = self.model.get_weights()
             if self.filepath:
-                _write_weights_atomically(self.model, self.filepath)
+                write_atomically(self.filepath, self.model.save_weights)
         else:
             self.wait += 1
             if self.patience is not None and self.wait >= self.patience:
@@ -139,20 +139,6 @@ class BestWeights(ResumableCallback):
             "filepath": self.filepath,
             "verbose": self.verbose,
         }
-
-
-
-def _write_weights_atomically(model, filepath):
-    directory = os.path.dirname(os.path.abspath(filepath))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=WEIGHTS_SUFFIX)
-    os.close(fd)
-    try:
-        model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, filepath)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _read_weights(model, filepath):

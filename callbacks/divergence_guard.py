@@ -19,6 +19,12 @@ class DivergenceGuard(ResumableCallback):
     optimizer's variables are then put back to the end of the last complete
     epoch (or the start of training, if it diverged in the first epoch).
 
+    Keras still ends the epoch it stopped (and validates it); the guard sets
+    every value in that epoch's logs to NaN, so callbacks after it in the
+    list (`BestWeights`, `PlateauDecay`, checkpoints) never take the
+    diverged model's metrics for progress, and `History` shows the epoch as
+    NaN. Put it before them.
+
     After the fit, `diverged` tells whether it fired, `reason` says why, and
     `reference_loss` is the loss it compared with. `get_state()` keeps
     `reference_loss`, so a resumed run compares with the same loss.
@@ -85,9 +91,12 @@ class DivergenceGuard(ResumableCallback):
         self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.diverged:
-            self._last_good = _training_state.snapshot(self.model)
-            self._last_good_epoch = epoch
+        if self.diverged:
+            for key in logs or {}:
+                logs[key] = float("nan")
+            return
+        self._last_good = _training_state.snapshot(self.model)
+        self._last_good_epoch = epoch
 
     def on_train_end(self, logs=None):
         # Rolled back here, after the backend has written its final state.

@@ -90,13 +90,19 @@ def test_apply_weight_decay_is_called_with_the_variables_and_use_weight_decay_fi
 
 
 def test_layerwise_adamw_decays_through_the_override():
-    plain = small_model(make_optimizer("adamw", 0.1, weight_decay=0.0))
-    decayed = small_model(make_optimizer("adamw", 0.1, weight_decay=0.5))
-    plain.train_on_batch(X, Y)
-    decayed.train_on_batch(X, Y)
-    a = ops.convert_to_numpy(plain.get_layer("a").kernel)
-    b = ops.convert_to_numpy(decayed.get_layer("a").kernel)
-    assert not np.allclose(a, b)
+    # decay_mult 0 spares layer a only if the override does the decaying: were
+    # `_apply_weight_decay` renamed, AdamW's own decay would reach a too.
+    def trained(weight_decay):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="a"), keras.layers.Dense(2, name="b")])
+        spared = {w.path: 0.0 for w in model.get_layer("a").weights}
+        model.compile(optimizer=make_optimizer("adamw", 0.1, decay_mult=spared, weight_decay=weight_decay), loss="mse")
+        model.train_on_batch(X, Y)
+        return [ops.convert_to_numpy(model.get_layer(name).kernel) for name in ("a", "b")]
+
+    (plain_a, plain_b), (decayed_a, decayed_b) = trained(0.0), trained(0.5)
+    np.testing.assert_array_equal(decayed_a, plain_a)
+    assert not np.allclose(decayed_b, plain_b)
 
 
 def test_save_weights_holds_the_optimizer_state_that_resume_relies_on(tmp_path):

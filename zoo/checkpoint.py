@@ -4,12 +4,12 @@ import glob
 import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
+from callbacks._files import leftovers, write_atomically
+
 STATE = "state.json"
-TEMPORARY = ".tmp-"
 
 
 class Checkpoint:
@@ -84,26 +84,8 @@ def _seed_states(model):
     return [v for v in model.variables if id(v) not in saved]
 
 
-def leftovers(directory):
-    """Temporary files of writes that never finished (a crash or a kill)."""
-    return glob.glob(os.path.join(directory, f"{TEMPORARY}*"))
-
-
 def _write_text(path, text):
     with open(path, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-
-
-def write_atomically(target, write):
-    """`write(path)` to a temporary file beside `target`, then rename it over `target`."""
-    directory = os.path.dirname(target)
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=TEMPORARY, suffix=os.path.basename(target))
-    os.close(fd)
-    try:
-        write(temporary)
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)

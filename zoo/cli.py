@@ -1,6 +1,7 @@
 """The `zoo` command line: a thin layer over the Python API."""
 
 import argparse
+import shlex
 import sys
 
 
@@ -48,7 +49,8 @@ def _train(args):
         return 1
     except KeyboardInterrupt:
         command = ["zoo", "train", args.spec] + (["--run-dir", args.run_dir] if args.run_dir else [])
-        print(f"\nInterrupted. The finished epochs are kept; continue with: {' '.join(command)} --resume",
+        command += ["--resume"] + (["--quiet"] if args.quiet else [])
+        print(f"\nInterrupted. The finished epochs are kept; continue with: {shlex.join(command)}",
               file=sys.stderr)
         return 130
     if result.diverged:

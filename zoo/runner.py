@@ -38,13 +38,11 @@ class Outcome:
     Attributes:
         history: One dict per finished epoch: epoch, stage, the logged
             metrics, `lr` and the best so far.
-        lr_rows: `(stage, iteration, lr)` of every step this process took.
         best_epoch: The 0-based epoch with the best `monitor`; `best` its value.
         diverged: The `DivergenceGuard`'s reason when it stopped the run, else None.
     """
 
     history: list
-    lr_rows: list
     best_epoch: int
     monitor: str
     best: float
@@ -64,7 +62,7 @@ class Runner:
     Args:
         spec: A `zoo.sections.Spec`.
         checkpoint: A `zoo.checkpoint.Checkpoint` to write at every epoch
-            end and to resume from, or None.
+            end, or None.
         best_path: Where `BestWeights` writes the best weights, or None.
         on_epoch_end: Called with `(history, new_lr_rows)` after every
             finished epoch, before the checkpoint is written.
@@ -81,6 +79,7 @@ class Runner:
         self.strategy = _strategy(spec.distribute)
         self.model = None
         self.data = None
+        self._stage = None  # (index, lr_mult table) of the stage the model is compiled for
 
     # --- building -------------------------------------------------------
 
@@ -102,6 +101,7 @@ class Runner:
         _check_selectors(model, spec.stages)
         self.model = model
         self.enter_stage(0)
+        self.load_data()  # its image shape is checked against the model
         return model
 
     def enter_stage(self, index):
@@ -112,6 +112,7 @@ class Runner:
         table, lr_mult, decay_mult = configure_layers(self.model, stage.frozen, stage.slow, where)
         with self.strategy.scope():
             compile_stage(self.model, stage.solver, lr_mult, decay_mult)
+        self._stage = (index, table)
         return table
 
     def load_data(self):
@@ -141,10 +142,12 @@ class Runner:
 
     # --- training -------------------------------------------------------
 
-    def run(self, callbacks=(), epochs=None, initial_epoch=0, baseline=None, verbose=1):
-        """Train every stage, from the checkpoint when there is one.
+    def run(self, resume=None, callbacks=(), epochs=None, initial_epoch=0, baseline=None, verbose=1):
+        """Train every stage.
 
         Args:
+            resume: A checkpoint state (`Checkpoint.load()`) to go on from,
+                or None to start at the first epoch.
             callbacks: More Keras callbacks for every stage's `fit`.
             epochs, initial_epoch: keras-tuner's Hyperband budget for a
                 single-stage spec: train epochs `initial_epoch ... epochs - 1`.
@@ -159,38 +162,37 @@ class Runner:
         if epochs is not None:
             plans = [dataclasses.replace(plans[0], epochs=epochs)]
         run = _RunState(history=[], lr_rows=[], start=plans[0].first_epoch + initial_epoch)
-        state = self.checkpoint.load() if self.checkpoint else None
-        start_stage, entered = (0, {}) if state is None else self._restore(state, plans, run)
+        start_stage = 0 if resume is None else self._restore(resume, plans, run, verbose)
         best = None
         for plan in plans[start_stage:]:
-            table = entered[plan.index] if plan.index in entered else self.enter_stage(plan.index)
+            run.start = max(run.start, plan.first_epoch)
+            index, table = self._stage
+            if index != plan.index:
+                table = self.enter_stage(plan.index)
             best = self._fit_stage(plan, run, best, callbacks, baseline, table, verbose)
-            if run.diverged or plan.index + 1 == len(plans):
+            if run.diverged:
                 break
-            run.start = plans[plan.index + 1].first_epoch
-        if best is None:  # resumed after the last epoch: only the best weights to restore
-            best = self._best_weights(plans[-1], run, None, verbose)
-            _restore_best(best, self.model)
-        return Outcome(run.history, run.lr_rows, best.best_epoch, best.monitor, best.best, run.diverged)
+        best_state = run.best_state or {}
+        return Outcome(run.history, best_state.get("best_epoch"), plans[0].stage.solver.early_stopping.monitor,
+                       best_state.get("best"), run.diverged)
 
-    def _restore(self, state, plans, run):
+    def _restore(self, state, plans, run, verbose):
         """Put the model, optimizer and run state back as the checkpoint
-        has them; returns the stage to go on with and `{index: lr_mult
-        table}` of a stage already entered."""
+        has them; returns the stage to go on with."""
         index = state["stage"]
-        table = self.enter_stage(index)
+        self.enter_stage(index)
         self.checkpoint.restore(self.model, state, self.best_path)
         run.history = state["history"]
-        run.earlier_lr_rows = state["lr_rows"]
+        run.lr_rows_before_resume = state["lr_rows"]
         run.best_state = state["best"]
         run.reference_loss = state["reference_loss"]
-        if state["stage_ended"]:
-            if index + 1 < len(plans):
-                run.start = plans[index + 1].first_epoch
-            return index + 1, {}
         run.start = state["epoch"]
+        if state["stage_ended"]:
+            # As after an uninterrupted stage: the model goes on from the best weights so far.
+            _restore_best(self._best_weights(plans[index], run, None, verbose), self.model)
+            return index + 1
         run.plateau_state = state["plateau"]
-        return index, {index: table}
+        return index
 
     def _best_weights(self, plan, run, previous, verbose):
         """The stage's `BestWeights`, carrying on the run's best so far."""
@@ -227,7 +229,9 @@ class Runner:
         best = self._best_weights(plan, run, previous_best, verbose)
         run.plateau_state = None
         epoch_end = _EpochEnd(self, run, plan, plateau, guard, best)
-        callbacks = [_StepLR(run, stage.name), *filter(None, [plateau, guard]), best, *extra, epoch_end]
+        # The guard goes before the callbacks that watch metrics: it blanks
+        # the logs of an epoch it stopped, which no one should take as progress.
+        callbacks = [_StepLR(run, stage.name), *filter(None, [guard, plateau]), best, *extra, epoch_end]
         # shuffle=False: the pipeline orders every epoch itself.
         self.model.fit(data.train(solver.batch_size, first, plan.end_epoch - first),
                        steps_per_epoch=plan.steps, validation_data=data.validation(solver.batch_size),
@@ -247,7 +251,7 @@ class _RunState:
     history: list
     lr_rows: list
     start: int
-    earlier_lr_rows: int = 0  # steps recorded before a resume
+    lr_rows_before_resume: int = 0
     best_state: dict = None
     plateau_state: dict = None
     reference_loss: float = None
@@ -301,7 +305,7 @@ class _EpochEnd(keras.callbacks.Callback):
                 "epoch": epoch + 1,
                 "stage_ended": ended,
                 "history": self.run.history,
-                "lr_rows": self.run.earlier_lr_rows + len(self.run.lr_rows),
+                "lr_rows": self.run.lr_rows_before_resume + len(self.run.lr_rows),
                 "best": self.best.get_state(),
                 "plateau": self.plateau.get_state() if self.plateau else None,
                 "reference_loss": self.guard.reference_loss if self.guard else self.run.reference_loss,

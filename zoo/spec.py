@@ -17,14 +17,14 @@ import jsonschema
 
 from zoo import search_space
 from zoo.backbones import get_backbone
-from zoo.sections import Solver, Spec, from_dict, spec_from_json
+from zoo.sections import Spec, spec_from_json
 from zoo.solver import lr_schedule
 
 SELECTOR_KEYS = ("match", "regex", "up_to", "indices")
 FILE_SOURCES = ("folder", "listing", "csv")
 PATH_KEYS = FILE_SOURCES + ("root",)
-# Fields that hold for a whole run, once in the solver.
-RUN_LEVEL = ("mixed_precision",)
+# Fields that hold for a whole run, by the section they used to be in.
+MOVED_TO_TOP = {"solver": ("mixed_precision",), "data": ("seed",)}
 
 
 class SpecError(ValueError):
@@ -110,7 +110,7 @@ def schema_errors(spec):
 
 
 def _unknown_key_hint(key, path, allowed):
-    if key in RUN_LEVEL and path and path[-1] == "solver":
+    if path and key in MOVED_TO_TOP.get(path[-1], ()):
         return f"; `{key}` holds for the whole run: set it at the top level of the spec"
     close = difflib.get_close_matches(key, allowed, n=1)
     return f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(allowed)}"
@@ -130,9 +130,9 @@ def semantic_errors(spec, base_dir):
     if "solver" not in spec and not stages:
         return errors + [("$.solver", "required: the optimizer, learning rate and training length")]
     first_monitor = None
-    for index, stage in enumerate(stages or [{}]):
+    for index, stage in enumerate(spec_from_json(spec).stages):
         where = ["stages", index, "solver"] if stages else ["solver"]
-        solver = from_dict(Solver, {**spec.get("solver", {}), **stage.get("solver", {})})
+        solver = stage.solver
         errors += _solver_errors(solver, where)
         if solver.jit_compile and spec.get("deterministic"):
             errors.append((json_path(where + ["jit_compile"]), "XLA is off under `deterministic: true` "
@@ -257,7 +257,7 @@ def search_errors(spec, base_dir):
                 check(branch, search_space.with_defaults(chosen, branch), f"{here}.branches.{value}")
 
     check(spec["search"]["space"], base, "$.search.space")
-    if spec.get("stages") and spec["search"].get("tuner") == "hyperband":
+    if len(spec.get("stages", [])) > 1 and spec["search"].get("tuner") == "hyperband":
         errors.append(("$.search.tuner", "hyperband budgets epochs of one stage; "
                                          "search a multi-stage spec with random, bayesian or grid"))
     return list(dict.fromkeys(errors))

@@ -8,7 +8,8 @@ import shutil
 import keras
 import pandas as pd
 
-from zoo.checkpoint import Checkpoint, leftovers, write_atomically
+from callbacks._files import leftovers, write_atomically
+from zoo.checkpoint import Checkpoint
 from zoo.runner import Runner
 from zoo.sections import differences, to_dict
 from zoo.spec import load_spec
@@ -86,22 +87,23 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
     paths = {name: os.path.join(run_dir, name) for name in RUN_FILES}
     checkpoint = Checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
     state = _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite)
-    if state is None:
-        os.makedirs(run_dir, exist_ok=True)
-        _write_json(paths["spec.json"], to_dict(spec))
-        for name in ("history.csv", "lr_per_step.csv"):
-            if os.path.exists(paths[name]):
-                os.remove(paths[name])
-    elif verbose:
-        print(f"Resuming {run_dir} after epoch {state['epoch']}.")
-
     log = _RunFiles(paths, lr_rows=state["lr_rows"] if state else 0)
     runner = Runner(spec, checkpoint=checkpoint, best_path=paths["best.weights.h5"], on_epoch_end=log.write)
-    model = runner.build()
+    model = runner.build()  # a spec that cannot build fails here, before the folder is touched
+    if state is None:
+        # Files of the run replaced by --overwrite, or of one that never finished an epoch.
+        for path in paths.values():
+            if os.path.exists(path):
+                os.remove(path)
+        shutil.rmtree(checkpoint.directory, ignore_errors=True)
+        os.makedirs(checkpoint.directory)  # the folder now holds a run
+        _write_json(paths["spec.json"], to_dict(spec))
+    elif verbose:
+        print(f"Resuming {run_dir} after epoch {state['epoch']}.")
     if verbose:
         model.summary(line_length=100)
     try:
-        outcome = runner.run(callbacks=callbacks, verbose=verbose)
+        outcome = runner.run(resume=state, callbacks=callbacks, verbose=verbose)
     finally:
         log.plot()  # also after Ctrl-C or a crash: the plots of the finished epochs
     model.save(paths["model.keras"])
@@ -117,16 +119,22 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
 
 
 def _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite):
-    """Check the run folder against `resume`/`overwrite`; the checkpoint
-    state to resume from, or None to start afresh."""
-    if not os.path.exists(paths["spec.json"]):
-        return None
+    """Check the run folder against `resume`/`overwrite`: the checkpoint
+    state to resume from, or None to start afresh (nothing is removed yet).
+
+    A folder holds a run when it has `checkpoint/`. Files named like ours in
+    a folder without one are someone else's: only `overwrite` replaces them."""
     if overwrite:
-        for path in paths.values():
-            if os.path.exists(path):
-                os.remove(path)
-        shutil.rmtree(checkpoint.directory, ignore_errors=True)
         return None
+    if not os.path.isdir(checkpoint.directory):
+        ours = [name for name, path in paths.items() if os.path.exists(path)]
+        if ours:
+            raise RunError(f"{run_dir} holds no zoo run, yet has {', '.join(ours)}, which a run would "
+                           "replace. Choose another run folder, or replace them with --overwrite.")
+        return None
+    state = checkpoint.load()
+    if state is None and not os.path.exists(paths["spec.json"]):
+        return None  # stopped before it wrote its spec: nothing to keep
     if not resume:
         raise RunError(f"{run_dir} already holds a run. Continue it with --resume "
                        "(resume=True), or start it again with --overwrite (overwrite=True).")
@@ -134,12 +142,11 @@ def _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite):
     if changed:
         raise RunError(f"Cannot resume {run_dir}: the spec differs from its spec.json at "
                        f"{', '.join(changed)}. Resume with the same spec, or start again with --overwrite.")
-    state = checkpoint.load()
     for stale in leftovers(run_dir):
         os.remove(stale)
     if state and state.get("finished"):
-        raise RunError(f"{run_dir} holds a finished run ({len(state.get('history', []))} epochs); nothing to resume. "
-                       "Start it again with --overwrite.")
+        raise RunError(f"{run_dir} holds a finished run ({len(state.get('history', []))} epochs); "
+                       "nothing to resume. Start it again with --overwrite.")
     return state
 
 
@@ -149,10 +156,10 @@ class _RunFiles:
     def __init__(self, paths, lr_rows):
         self.paths = paths
         self._history = []
-        lr_path = paths["lr_per_step.csv"]
         if lr_rows:
             # Rows past the checkpoint belong to an epoch that did not finish.
-            pd.read_csv(lr_path).iloc[:lr_rows].to_csv(lr_path, index=False)
+            kept = pd.read_csv(paths["lr_per_step.csv"]).iloc[:lr_rows]
+            write_atomically(paths["lr_per_step.csv"], lambda path: kept.to_csv(path, index=False))
 
     def write(self, history, lr_rows):
         self._history = history

@@ -53,12 +53,19 @@ class SpecHyperModel(kt.HyperModel):
         super().__init__()
         self.spec_json = spec_json
         self.search = search
+        self._builds = {}  # trial values -> builds so far, to number a trial's executions
 
     def build(self, hp):
         declare(hp, self.search.space)
         # The spec and its space were checked as a whole before any trial.
-        self._runner = Runner(spec_from_json(trial_spec(self.spec_json, hp)),
-                              divergence_factor=self.search.divergence_factor)
+        spec = spec_from_json(trial_spec(self.spec_json, hp))
+        # Each execution of a trial trains with its own seed (seed, seed + 1,
+        # ...), so that `executions_per_trial` averages over something.
+        values = json.dumps(hp.values, sort_keys=True, default=str)
+        execution = self._builds.get(values, 0)
+        self._builds[values] = execution + 1
+        spec = dataclasses.replace(spec, seed=spec.seed + execution % self.search.executions_per_trial)
+        self._runner = Runner(spec, divergence_factor=self.search.divergence_factor)
         return self._runner.build()
 
     def fit(self, hp, model, *args, callbacks=(), **kwargs):

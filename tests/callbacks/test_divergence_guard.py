@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from callbacks import DivergenceGuard
+from callbacks import BestWeights, DivergenceGuard
 from tests.callbacks.helpers import WeightsAtEpochEnd, mlp
 
 
@@ -51,6 +51,21 @@ def test_a_late_divergence_rolls_back_to_the_last_complete_epoch(digits):
         np.testing.assert_array_equal(actual, expected)
     assert all(np.isfinite(w).all() for w in model.get_weights())
     assert "in epoch 3; weights restored to the end of epoch 2" in guard.reason
+
+
+def test_the_epoch_it_stops_is_no_progress_for_the_callbacks_after_it(digits):
+    # Keras validates the stopped epoch too; its metrics must not count.
+    guard = DivergenceGuard(verbose=0)
+    best = BestWeights(monitor="val_accuracy", mode="min", verbose=0)  # any finite value would "improve"
+    recorder = WeightsAtEpochEnd()
+    model = mlp(keras.optimizers.SGD(0.05))
+    history = model.fit(digits[0], digits[1], batch_size=32, epochs=6, validation_split=0.2,
+                        callbacks=[RaiseLRAfter(2), guard, best, recorder], verbose=0)
+    assert guard.diverged and len(history.history["val_accuracy"]) == 3
+    assert all(math.isnan(v) for v in (history.history["loss"][2], history.history["val_accuracy"][2]))
+    assert best.best_epoch in (0, 1)
+    for actual, expected in zip(model.get_weights(), recorder.weights[best.best_epoch]):
+        np.testing.assert_array_equal(actual, expected)
 
 
 def test_leaves_a_healthy_run_alone(digits):

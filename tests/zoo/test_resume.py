@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from zoo.cli import main
+from zoo.spec import SpecError
 from zoo.train import RunError, train
 from tests.zoo.conftest import write_spec
 
@@ -60,8 +61,11 @@ def two_stage_spec():
         "name": "resumable", "deterministic": True, "seed": 3,
         "backbone": {"name": "small_cnn"},
         "head": {"classes": 10, "dropout": 0.3},
+        # The best epoch by the highest val_loss is an early one, so stage 2
+        # starts from weights that are not stage 1's last (as BestWeights
+        # leaves them), and the run ends on weights of neither stage's end.
         "solver": {"base_lr": 0.05, "batch_size": 64,
-                   "early_stopping": {"monitor": "val_accuracy"}},
+                   "early_stopping": {"monitor": "val_loss", "mode": "max"}},
         "stages": [
             {"name": "head", "frozen": [{"up_to": "relu2"}], "solver": {"epochs": 2}},
             {"name": "all", "solver": {"epochs": 3, "lr_policy": "step", "gamma": 0.5, "stepsize": 30,
@@ -89,9 +93,9 @@ def test_a_run_killed_anywhere_resumes_to_bit_identical_weights_and_history(tmp_
 
     interrupted = tmp_path / "interrupted"
     kills = [{"epoch": 1, "batch": 10},   # in stage 1, after one finished epoch
-             {"checkpoint": 3},            # while writing the checkpoint of epoch 3 (stage 2)
-             {"epoch": 3, "batch": 0},     # in stage 2, right after the restart
-             {"epoch": 4, "batch": 15},    # in the last epoch
+             {"epoch": 2, "batch": 3},     # in stage 2, resumed from the end of stage 1
+             {"checkpoint": 4},            # while writing the checkpoint of epoch 4
+             {"epoch": 4, "batch": 0},     # in the last epoch, right after the restart
              {"finish": True}]             # after it
     for kill in kills:
         killed = run_killable(spec_path, interrupted, kill)
@@ -106,6 +110,7 @@ def test_a_run_killed_anywhere_resumes_to_bit_identical_weights_and_history(tmp_
     for name in ("history.csv", "lr_per_step.csv"):
         assert (interrupted / name).read_text() == (tmp_path / "whole" / name).read_text(), name
     history = pd.read_csv(interrupted / "history.csv")
+    assert history.loc[history["stage"] == "head", "best_epoch"].iloc[-1] == 0  # stage 2 began from the first epoch's weights
     assert history["epoch"].tolist() == [0, 1, 2, 3, 4]
     assert history["stage"].tolist() == ["head", "head", "all", "all", "all"]
     for a, b in zip(weights_of(interrupted / "model.keras"), weights_of(tmp_path / "whole" / "model.keras")):
@@ -156,7 +161,7 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path):
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-3000:]
     assert "Traceback" not in err
-    assert f"continue with: zoo train {spec_path} --run-dir {run_dir} --resume" in err
+    assert f"continue with: zoo train {spec_path} --run-dir {run_dir} --resume --quiet" in err
     finished = _finished_epochs(run_dir)
     assert finished >= 1
     for name in ("history.csv", "lr_per_step.csv", "best.weights.h5", "curves.png", "lr.png",
@@ -164,9 +169,9 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path):
         assert (run_dir / name).exists(), name
     assert len(pd.read_csv(run_dir / "history.csv")) >= finished
 
-    shorter = small_spec(epochs=200)
-    with pytest.raises(RunError):  # the same spec only
-        train(write_spec(tmp_path, {**shorter, "seed": 1}, "other.json"), run_dir=run_dir, resume=True, verbose=0)
+    with pytest.raises(RunError, match=r"differs from its spec.json at \$.seed"):  # the same spec only
+        train(write_spec(tmp_path, {**small_spec(epochs=200), "seed": 1}, "other_seed.json"), run_dir=run_dir,
+              resume=True, verbose=0)
 
 
 def _finished_epochs(run_dir):
@@ -197,3 +202,20 @@ def test_resume_continues_the_optimizer_and_callbacks_in_process(tmp_path):
     pd.testing.assert_frame_equal(resumed.lr_per_step, whole.lr_per_step)
     pd.testing.assert_frame_equal(resumed.history, whole.history)
     assert resumed.lr_per_step["iteration"].tolist() == list(range(3 * 23))
+
+
+def test_files_that_are_not_a_run_are_not_replaced_and_a_failing_spec_writes_nothing(tmp_path):
+    user_spec = write_spec(tmp_path, small_spec(epochs=1))  # tmp_path/spec.json, the user's own
+    before = user_spec.read_text()
+    with pytest.raises(RunError, match="holds no zoo run, yet has spec.json"):
+        train(user_spec, run_dir=tmp_path, verbose=0)
+    assert user_spec.read_text() == before
+
+    run_dir = tmp_path / "run"
+    train(small_spec(epochs=1), run_dir=run_dir, verbose=0)
+    saved = (run_dir / "spec.json").read_text()
+    broken = small_spec(epochs=1)
+    broken["frozen"] = [{"match": "nothing*"}]
+    with pytest.raises(SpecError, match="matches no layer"):
+        train(broken, run_dir=run_dir, overwrite=True, verbose=0)
+    assert (run_dir / "spec.json").read_text() == saved and (run_dir / "model.keras").exists()

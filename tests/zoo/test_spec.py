@@ -163,3 +163,13 @@ def test_whole_number_floats_become_integers_where_the_schema_says_integer():
     raw["solver"].update(epochs=2.0, batch_size=16.0)
     solver = load_spec(raw).stages[0].solver
     assert (solver.epochs, solver.batch_size) == (2, 16) and isinstance(solver.epochs, int)
+
+
+def test_a_written_out_single_stage_hyperband_spec_loads_back(tmp_path):
+    from zoo.sections import to_dict
+
+    raw = {**minimal(), "search": {"tuner": "hyperband", "space": {
+        "solver.base_lr": {"type": "float", "min": 0.01, "max": 0.1}}}}
+    spec = load_spec(raw)
+    assert len(spec.stages) == 1
+    assert load_spec(write_spec(tmp_path, to_dict(spec))) == spec

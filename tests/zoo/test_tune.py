@@ -227,3 +227,23 @@ def test_seed_zero_gives_the_same_trials_in_every_fresh_search(tmp_path, recorde
     columns = ["solver.base_lr", "head.dropout"]
     assert len(first) == 3 and first[columns].drop_duplicates().shape[0] == 3
     pd.testing.assert_frame_equal(first[columns], second[columns])
+
+
+def test_each_execution_of_a_trial_trains_with_its_own_seed(tmp_path, recorded_fits, monkeypatch):
+    import importlib
+
+    module = importlib.import_module("zoo.tune")  # `zoo.tune` is also the function
+    seeds = []
+
+    class Recording(module.Runner):
+        def __init__(self, spec, **kwargs):
+            seeds.append(spec.seed)
+            super().__init__(spec, **kwargs)
+
+    monkeypatch.setattr(module, "Runner", Recording)
+    spec = search_spec({"solver.base_lr": {"type": "choice", "values": [0.01, 0.02]}},
+                       tuner="grid", executions_per_trial=3)
+    spec["seed"] = 7
+    tune(write_spec(tmp_path, spec), directory=tmp_path / "s", verbose=0)
+    # (keras-tuner builds once more at the start, to declare the space.)
+    assert sorted(seeds[-6:-3]) == sorted(seeds[-3:]) == [7, 8, 9]
