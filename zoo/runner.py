@@ -11,7 +11,7 @@ from callbacks import BestWeights, DivergenceGuard, PlateauDecay, lr_per_step
 from zoo.backbones import get_backbone
 from zoo.data import load_data
 from zoo.model import build_network, compile_stage, configure_layers, selected_layers
-from zoo.sections import as_kwargs
+from zoo.sections import Stage, as_kwargs
 from zoo.spec import SpecError
 
 
@@ -21,7 +21,7 @@ class StagePlan:
     first_epoch + epochs - 1`, of `steps` batches each."""
 
     index: int
-    stage: object
+    stage: Stage
     first_epoch: int
     epochs: int
     steps: int
@@ -213,8 +213,7 @@ class Runner:
                   f"{first + 1}-{plan.end_epoch} of {plan.steps} steps on "
                   f"{self.strategy.num_replicas_in_sync} device(s), {solver.optimizer} "
                   f"base_lr={solver.base_lr} lr_policy={solver.lr_policy}")
-            if table is not None:
-                print(table.to_string(index=False))
+            print(table.to_string(index=False))
         plateau = None
         if solver.plateau is not None:
             plateau = PlateauDecay(verbose=verbose, **as_kwargs(solver.plateau))
