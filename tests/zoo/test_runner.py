@@ -1,7 +1,6 @@
 """One stage runner behind `zoo train` and every `zoo tune` trial."""
 
 import dataclasses
-import json
 
 import pandas as pd
 import pytest

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from zoo.cli import main
-from zoo.spec import SpecError, load_spec
+from zoo.spec import SpecError
 from zoo.tune import TuneError, refined_space, tune
 from tests.zoo.conftest import write_spec
 
