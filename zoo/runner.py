@@ -11,7 +11,7 @@ from callbacks import BestWeights, DivergenceGuard, PlateauDecay, lr_per_step
 from zoo.backbones import get_backbone
 from zoo.data import load_data
 from zoo.model import build_network, compile_stage, configure_layers, selected_layers
-from zoo.sections import Stage, as_kwargs
+from zoo.sections import Stage, to_dict
 from zoo.spec import SpecError
 
 
@@ -78,7 +78,7 @@ class Runner:
         self.divergence_factor = divergence_factor
         self.strategy = _strategy(spec.distribute)
         self.model = None
-        self.data = None
+        self.data = None  # the spec's `ImageData`, loaded by `build`
         self._stage = None  # (index, lr_mult table) of the stage the model is compiled for
 
     # --- building -------------------------------------------------------
@@ -101,40 +101,38 @@ class Runner:
         _check_selectors(model, spec.stages)
         self.model = model
         self.enter_stage(0)
-        self.load_data()  # its image shape is checked against the model
+        self.data = self._load_data()
         return model
 
     def enter_stage(self, index):
         """Configure the model's layers for stage `index` and compile its
         optimizer; returns the `lr_mult` table."""
         stage = self.spec.stages[index]
-        where = ["stages", index] if len(self.spec.stages) > 1 else []
-        table, lr_mult, decay_mult = configure_layers(self.model, stage.frozen, stage.slow, where)
+        table, lr_mult, decay_mult = configure_layers(self.model, stage.frozen, stage.slow,
+                                                      _stage_path(self.spec.stages, index))
         with self.strategy.scope():
             compile_stage(self.model, stage.solver, lr_mult, decay_mult)
         self._stage = (index, table)
         return table
 
-    def load_data(self):
+    def _load_data(self):
         """The spec's `ImageData`, its images checked against the model's input."""
-        if self.data is None:
-            spec = self.spec
-            preprocess = None
-            if spec.data.normalization == "backbone":
-                preprocess = get_backbone(spec.backbone.name).preprocess_input
-            data = load_data(spec.data, spec.seed, channels=self.model.input_shape[-1], preprocess=preprocess)
-            expected = tuple(self.model.input_shape[1:])
-            if data.image_shape != expected:
-                raise SpecError([("$.data", f"images are {data.image_shape} but the model takes {expected}: "
-                                            "set data.image_size and data.channels (or backbone.input_shape)")])
-            self.data = data
-        return self.data
+        spec = self.spec
+        preprocess = None
+        if spec.data.normalization == "backbone":
+            preprocess = get_backbone(spec.backbone.name).preprocess_input
+        data = load_data(spec.data, spec.seed, channels=self.model.input_shape[-1], preprocess=preprocess)
+        expected = tuple(self.model.input_shape[1:])
+        if data.image_shape != expected:
+            raise SpecError([("$.data", f"images are {data.image_shape} but the model takes {expected}: "
+                                        "set data.image_size and data.channels (or backbone.input_shape)")])
+        return data
 
     def plan(self):
         """The `StagePlan` of every stage (`max_iter` rounds up to whole epochs)."""
         plans, first = [], 0
         for index, stage in enumerate(self.spec.stages):
-            steps = self.load_data().steps(stage.solver.batch_size)
+            steps = self.data.steps(stage.solver.batch_size)
             epochs = stage.solver.epochs or math.ceil(stage.solver.max_iter / steps)
             plans.append(StagePlan(index, stage, first, epochs, steps))
             first += epochs
@@ -197,7 +195,7 @@ class Runner:
     def _best_weights(self, plan, run, previous, verbose):
         """The stage's `BestWeights`, carrying on the run's best so far."""
         best = BestWeights(filepath=self.best_path, verbose=verbose,
-                           **as_kwargs(plan.stage.solver.early_stopping))
+                           **to_dict(plan.stage.solver.early_stopping))
         if run.best_state is not None:
             stage_starts = run.start == plan.first_epoch  # its patience counts afresh
             best.set_state({**run.best_state, "wait": 0} if stage_starts else run.best_state,
@@ -206,7 +204,7 @@ class Runner:
 
     def _fit_stage(self, plan, run, previous_best, extra, baseline, table, verbose):
         stage, solver = plan.stage, plan.stage.solver
-        data = self.load_data()
+        data = self.data
         first = run.start
         if verbose:
             print(f"\nStage {plan.index + 1}/{len(self.spec.stages)} '{stage.name}': epochs "
@@ -216,7 +214,7 @@ class Runner:
             print(table.to_string(index=False))
         plateau = None
         if solver.plateau is not None:
-            plateau = PlateauDecay(verbose=verbose, **as_kwargs(solver.plateau))
+            plateau = PlateauDecay(verbose=verbose, **to_dict(solver.plateau))
             if run.plateau_state is not None:
                 plateau.set_state(run.plateau_state)
         factor = solver.divergence_factor or self.divergence_factor
@@ -324,15 +322,19 @@ def _check_selectors(model, stages):
     before any training, all such errors at once."""
     errors = []
     for index, stage in enumerate(stages):
-        where = ["stages", index] if len(stages) > 1 else []
         for key in ("frozen", "slow"):
             for position, group in enumerate(getattr(stage, key)):
                 try:
-                    selected_layers(model, group, where + [key, position])
+                    selected_layers(model, group, _stage_path(stages, index) + [key, position])
                 except SpecError as error:
                     errors += error.errors
     if errors:
         raise SpecError(list(dict.fromkeys(errors)))
+
+
+def _stage_path(stages, index):
+    """Where a stage's fields are in the JSON spec (top level for a single stage)."""
+    return ["stages", index] if len(stages) > 1 else []
 
 
 def _strategy(name):

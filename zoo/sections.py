@@ -295,8 +295,3 @@ def differences(a, b, path="$"):
         return [p for i, (x, y) in enumerate(zip(a, b)) for p in differences(x, y, f"{path}[{i}]")]
     return [] if a == b else [path]
 
-
-def as_kwargs(section):
-    """A section's fields as keyword arguments (unset fields left out)."""
-    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
-            if getattr(section, f.name) is not None}

@@ -3,7 +3,7 @@
 from callbacks import CaffeLR, CyclicLR, Warmup
 from callbacks.cyclic_lr import MODES as CYCLIC_MODES
 from zoo.optimizers import make_optimizer
-from zoo.sections import as_kwargs
+from zoo.sections import to_dict
 
 
 def lr_schedule(solver):
@@ -20,7 +20,7 @@ def lr_schedule(solver):
                            stepvalue=None if solver.stepvalue is None else list(solver.stepvalue),
                            max_iter=solver.max_iter)
     if solver.warmup is not None:
-        schedule = Warmup(schedule, **as_kwargs(solver.warmup))
+        schedule = Warmup(schedule, **to_dict(solver.warmup))
     return schedule
 
 

@@ -141,8 +141,9 @@ def semantic_errors(spec, base_dir):
         first_monitor = first_monitor or monitor
         if monitor != first_monitor:
             errors.append((json_path(where + ["early_stopping"]),
-                           f"watches {monitor[0]!r} ({monitor[1]}); the run keeps one best epoch over all "
-                           f"stages, watched as the first stage's {first_monitor[0]!r} ({first_monitor[1]})"))
+                           f"watches {monitor[0]!r} ({monitor[1]}), but the run keeps one best epoch over "
+                           f"all stages: give every stage the first stage's monitor {first_monitor[0]!r} "
+                           f"and mode {first_monitor[1]!r}"))
     return errors
 
 

@@ -97,7 +97,7 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
                 os.remove(path)
         shutil.rmtree(checkpoint.directory, ignore_errors=True)
         os.makedirs(checkpoint.directory)  # the folder now holds a run
-        _write_json(paths["spec.json"], to_dict(spec))
+        write_atomically(paths["spec.json"], lambda path: _write_json(path, to_dict(spec)))
     elif verbose:
         print(f"Resuming {run_dir} after epoch {state['epoch']}.")
     if verbose:
@@ -155,14 +155,12 @@ class _RunFiles:
 
     def __init__(self, paths, lr_rows):
         self.paths = paths
-        self._history = []
         if lr_rows:
             # Rows past the checkpoint belong to an epoch that did not finish.
             kept = pd.read_csv(paths["lr_per_step.csv"]).iloc[:lr_rows]
             write_atomically(paths["lr_per_step.csv"], lambda path: kept.to_csv(path, index=False))
 
     def write(self, history, lr_rows):
-        self._history = history
         write_atomically(self.paths["history.csv"], lambda path: pd.DataFrame(history).to_csv(path, index=False))
         lr_path = self.paths["lr_per_step.csv"]
         rows = pd.DataFrame(lr_rows, columns=["stage", "iteration", "lr"])

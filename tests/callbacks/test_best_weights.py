@@ -91,6 +91,19 @@ def test_a_resumed_run_restores_state_and_best_weights_from_disk(digits, tmp_pat
     assert_weights_equal(model.get_weights(), recorder.weights[1])
 
 
+def test_best_weights_carry_over_in_memory_without_a_file(digits):
+    # A later stage's instance takes the earlier one's best weights, not from disk.
+    first = BestWeights(monitor="score", mode="max", verbose=0)
+    recorder = WeightsAtEpochEnd()
+    model = mlp(keras.optimizers.SGD(0.1))
+    fit(model, digits, [ScriptedMetric([0.1, 0.9, 0.2]), first, recorder], 3)
+    second = BestWeights(monitor="score", mode="max", verbose=0)
+    second.set_state({**first.get_state(), "wait": 0}, weights=first.best_weights)
+    fit(model, digits, [ScriptedMetric([0.5, 0.6]), second], 2)  # no better epoch
+    assert second.best_epoch == 1 and second.best == 0.9
+    assert_weights_equal(model.get_weights(), recorder.weights[1])
+
+
 def test_missing_monitor_is_an_error(digits):
     x, y, _, _ = digits
     model = mlp(keras.optimizers.SGD(0.1))

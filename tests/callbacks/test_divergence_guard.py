@@ -93,3 +93,14 @@ def test_a_baseline_replaces_the_first_loss(digits):
     strict = DivergenceGuard(factor=3.0, baseline=0.01, verbose=0)
     initial_weights_and_fit(digits, 0.05, 2, strict)
     assert strict.diverged and "exceeded 3 x the baseline 0.01" in strict.reason
+
+
+def test_a_resumed_guard_compares_with_the_saved_reference_loss(digits):
+    first = DivergenceGuard(verbose=0)
+    model, _, _ = initial_weights_and_fit(digits, 0.05, 1, first)
+    state = first.get_state()
+    assert state == {"reference_loss": first.reference_loss} and state["reference_loss"] > 1.5
+    resumed = DivergenceGuard(verbose=0)
+    resumed.set_state({"reference_loss": 0.01})  # a tiny saved reference: the next step exceeds 3x
+    model.fit(digits[0], digits[1], batch_size=32, epochs=1, callbacks=[resumed], verbose=0)
+    assert resumed.diverged and "its first value 0.01" in resumed.reason

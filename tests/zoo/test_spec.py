@@ -76,7 +76,8 @@ def test_all_errors_are_reported_at_once_with_json_paths(tmp_path):
         (lambda s: s.update(deterministic=True, stages=[{}, {"solver": {"jit_compile": True}}]),
          "$.stages[1].solver.jit_compile", "XLA is off under `deterministic: true`"),
         (lambda s: s.update(stages=[{"solver": {"early_stopping": {"monitor": "val_accuracy"}}}, {}]),
-         "$.stages[1].solver.early_stopping", "watches 'val_loss' (auto); the run keeps one best epoch"),
+         "$.stages[1].solver.early_stopping", "watches 'val_loss' (auto), but the run keeps one best epoch over all stages: give every stage "
+         "the first stage's monitor 'val_accuracy'"),
     ],
 )
 def test_semantic_errors_name_their_path(tmp_path, change, path, message):
