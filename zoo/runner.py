@@ -341,6 +341,4 @@ def _strategy(name):
     """The spec's `distribute` strategy; the default one for none."""
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()

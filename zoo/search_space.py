@@ -57,7 +57,9 @@ def hyperparameter_errors(hp, where):
 
 def extremes(hp):
     """The values of a hyperparameter that the schema must accept."""
-    if hp["type"] in ("float", "int"):
+    if hp["type"] == "int":
+        return [int(hp["min"]), int(hp["max"])]
+    if hp["type"] == "float":
         return [hp["min"], hp["max"]]
     if hp["type"] == "boolean":
         return [False, True]

@@ -244,7 +244,7 @@ def spec_from_json(raw):
 
 def from_dict(cls, data):
     """An instance of dataclass `cls` from JSON data (lists become tuples,
-    whole-number floats become ints where an int is declared)."""
+    ints become floats where a float is declared)."""
     hints = typing.get_type_hints(cls)
     return cls(**{key: _convert(hints[key], value) for key, value in data.items()})
 
@@ -267,8 +267,6 @@ def _convert(hint, value):
         return tuple(_convert(item, v) for v in value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is int and isinstance(value, float) and value.is_integer():
-        return int(value)
     return value
 
 

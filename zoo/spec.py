@@ -10,6 +10,7 @@ import difflib
 import functools
 import importlib.resources
 import json
+import math
 import os
 import re
 
@@ -25,6 +26,10 @@ FILE_SOURCES = ("folder", "listing", "csv")
 PATH_KEYS = FILE_SOURCES + ("root",)
 # Fields that hold for a whole run, by the section they used to be in.
 MOVED_TO_TOP = {"solver": ("mixed_precision",), "data": ("seed",)}
+# A spec is a few levels deep; anything far deeper is a mistake (or an attack on the parser).
+MAX_DEPTH = 32
+# No field holds a larger integer; bigger ones overflow C integers downstream.
+MAX_INTEGER = 2**63 - 1
 
 
 class SpecError(ValueError):
@@ -47,7 +52,11 @@ def schema_text():
 
 @functools.lru_cache(maxsize=1)
 def schema_validator():
-    return jsonschema.Draft202012Validator(json.loads(schema_text()))
+    # JSON Schema counts 2.0 as an integer; Python's range() and Keras do not.
+    strict_integers = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool))
+    validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=strict_integers)
+    return validator(json.loads(schema_text()))
 
 
 def json_path(parts):
@@ -55,21 +64,31 @@ def json_path(parts):
 
 
 def read_spec(source):
-    """`(spec, base_dir, name)` from a JSON file path or a dict (whose
-    relative paths are taken from the working directory)."""
-    if isinstance(source, dict):
-        return copy.deepcopy(source), os.getcwd(), None
+    """`(spec, base_dir, name)` from a JSON file path, or from JSON data
+    such as a dict (whose relative paths are taken from the working
+    directory). The data is not copied: checks only read it."""
+    if not isinstance(source, (str, os.PathLike)):
+        return source, os.getcwd(), None
     name = os.fspath(source)
     try:
-        with open(name) as f:
-            spec = json.load(f)
+        with open(name, "rb") as f:
+            content = f.read()
     except FileNotFoundError:
         raise SpecError([("$", f"no such file: {name}")], name) from None
+    except IsADirectoryError:
+        raise SpecError([("$", f"{name} is a folder; give the spec's .json file")], name) from None
+    except (OSError, ValueError) as error:  # ValueError: a NUL byte in the path
+        raise SpecError([("$", f"cannot read {name!r}: {getattr(error, 'strerror', None) or error}")],
+                        name) from None
+    try:
+        spec = json.loads(content.decode("utf-8-sig"))
+    except UnicodeDecodeError as error:
+        raise SpecError([("$", f"not UTF-8 text (byte {error.start}): a spec is a JSON text file")], name) from None
     except json.JSONDecodeError as error:
-        raise SpecError(
-            [("$", f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")],
-            name,
-        ) from None
+        raise SpecError([("$", f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")],
+                        name) from None
+    except RecursionError:
+        raise SpecError([("$", f"nested too deeply (a spec is at most {MAX_DEPTH} levels deep)")], name) from None
     return spec, os.path.dirname(os.path.abspath(name)), name
 
 
@@ -88,12 +107,36 @@ def load_spec(source):
 def validated_json(source):
     """The JSON spec of `source`, validated, with its paths made absolute."""
     spec, base_dir, name = read_spec(source)
-    errors = schema_errors(spec) or semantic_errors(spec, base_dir)
+    errors = value_errors(spec) or schema_errors(spec) or semantic_errors(spec, base_dir)
     if not errors and "search" in spec:
         errors = search_errors(spec, base_dir)
     if errors:
         raise SpecError(errors, name)
     return resolve_paths(spec, base_dir)
+
+
+def value_errors(spec):
+    """What the schema cannot be trusted with: nesting deeper than
+    `MAX_DEPTH`, numbers that are not finite (Python's json reads `NaN` and
+    `Infinity`) or too large for any field, and keys that are not strings."""
+    errors, pending = [], [([], spec)]
+    while pending:  # iterative: a deep spec must not exhaust the stack here
+        path, value = pending.pop()
+        if len(path) > MAX_DEPTH:
+            errors.append((json_path(path[:MAX_DEPTH]), f"nested more than {MAX_DEPTH} levels deep"))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str):
+                    pending.append((path + [key], item))
+                else:
+                    errors.append((json_path(path), f"key {key!r} is not a string"))
+        elif isinstance(value, list):
+            pending.extend((path + [index], item) for index, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            errors.append((json_path(path), f"{value} is not a number a spec can hold; expected a finite number"))
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+            errors.append((json_path(path), f"{value:.3e} is larger than any field allows"))
+    return sorted(set(errors))
 
 
 def schema_errors(spec):
@@ -104,6 +147,11 @@ def schema_errors(spec):
             allowed = sorted(error.schema.get("properties", {}))
             for key in sorted(set(error.instance) - set(allowed)):
                 errors.append((json_path(path + [key]), "unknown key" + _unknown_key_hint(key, path, allowed)))
+        elif error.validator == "enum" and isinstance(error.instance, str):
+            allowed = [str(value) for value in error.validator_value]
+            close = difflib.get_close_matches(error.instance, allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            errors.append((json_path(path), f"{error.instance!r} is not one of {allowed}{hint}"))
         else:
             errors.append((json_path(path), error.message))
     return errors
@@ -118,7 +166,7 @@ def _unknown_key_hint(key, path, allowed):
 
 def semantic_errors(spec, base_dir):
     """What JSON Schema cannot say: the rules between fields."""
-    errors = []
+    errors = _name_errors(spec.get("name"))
     errors += _backbone_errors(spec["backbone"], base_dir)
     errors += _data_errors(spec["data"], spec["backbone"], base_dir)
     errors += _selector_errors(spec.get("frozen", []), ["frozen"])
@@ -147,6 +195,25 @@ def semantic_errors(spec, base_dir):
     return errors
 
 
+def _name_errors(name):
+    """The run's name becomes a folder under `runs/`: it must stay there."""
+    if name is None:
+        return []
+    if name in (".", "..") or any(c in name for c in "/\\") or not name.isprintable():
+        return [("$.name", f"{name!r} is not a plain name: no path separators or control characters, "
+                           "not . or ..; choose where the run goes with --run-dir (run_dir=...)")]
+    return []
+
+
+def _exists(path, base_dir):
+    """Whether a spec's path exists; a path the OS cannot take (a NUL byte,
+    a lone surrogate) does not."""
+    try:
+        return os.path.exists(_resolve_path(path, base_dir))
+    except (ValueError, OSError):
+        return False
+
+
 def _backbone_errors(backbone, base_dir):
     path = ["backbone"]
     has_name, has_model = "name" in backbone, "model" in backbone
@@ -161,13 +228,13 @@ def _backbone_errors(backbone, base_dir):
         if "cut_at" in backbone:
             errors.append((json_path(path + ["cut_at"]), "only with `model`"))
         weights = backbone.get("weights")
-        if weights not in (None, "imagenet") and not os.path.exists(_resolve_path(weights, base_dir)):
+        if weights not in (None, "imagenet") and not _exists(weights, base_dir):
             errors.append((json_path(path + ["weights"]), f"no such weights file: {weights}"))
     else:
         for key in ("weights", "input_shape"):
             if key in backbone:
                 errors.append((json_path(path + [key]), "only with `name`; a saved model has its own"))
-        if not os.path.exists(_resolve_path(backbone["model"], base_dir)):
+        if not _exists(backbone["model"], base_dir):
             errors.append((json_path(path + ["model"]), f"no such model file: {backbone['model']}"))
         if "cut_at" not in backbone:
             errors.append((json_path(path + ["cut_at"]), "required with `model`: the layer the new head goes on"))
@@ -191,7 +258,7 @@ def _data_errors(data, backbone, base_dir):
         errors.append(("$.data.classes", "only with `builtin`"))
     for path, section in (("$.data", data), ("$.data.validation", data.get("validation", {}))):
         for key in PATH_KEYS:
-            if key in section and not os.path.exists(_resolve_path(section[key], base_dir)):
+            if key in section and not _exists(section[key], base_dir):
                 errors.append((f"{path}.{key}", f"no such {'folder' if key in ('folder', 'root') else 'file'}: {section[key]}"))
     if data.get("normalization") == "backbone" and "name" not in backbone:
         errors.append(("$.data.normalization", "\"backbone\" needs a registry backbone (`backbone.name`)"))

@@ -159,11 +159,17 @@ def test_a_spec_written_out_loads_back_equal_and_mixed_precision_is_run_level(tm
     assert load_spec({**minimal(), "mixed_precision": True}).mixed_precision
 
 
-def test_whole_number_floats_become_integers_where_the_schema_says_integer():
+def test_integer_fields_refuse_whole_number_floats():
     raw = minimal()
     raw["solver"].update(epochs=2.0, batch_size=16.0)
-    solver = load_spec(raw).stages[0].solver
-    assert (solver.epochs, solver.batch_size) == (2, 16) and isinstance(solver.epochs, int)
+    raw["head"]["classes"] = 5.0
+    with pytest.raises(SpecError) as caught:
+        load_spec(raw)
+    assert set(caught.value.errors) == {
+        ("$.solver.epochs", "2.0 is not of type 'integer'"),
+        ("$.solver.batch_size", "16.0 is not of type 'integer'"),
+        ("$.head.classes", "5.0 is not of type 'integer'")}
+    assert isinstance(load_spec({**raw, "head": {"classes": 5}, "solver": minimal()["solver"]}).head.classes, int)
 
 
 def test_a_written_out_single_stage_hyperband_spec_loads_back(tmp_path):
@@ -174,3 +180,17 @@ def test_a_written_out_single_stage_hyperband_spec_loads_back(tmp_path):
     spec = load_spec(raw)
     assert len(spec.stages) == 1
     assert load_spec(write_spec(tmp_path, to_dict(spec))) == spec
+
+
+def test_an_unknown_value_gets_a_did_you_mean():
+    raw = minimal()
+    raw["solver"]["lr_policy"] = "steps"
+    with pytest.raises(SpecError, match=r"\$.solver.lr_policy: 'steps' is not one of .*; did you mean 'step'\?"):
+        load_spec(raw)
+
+
+@pytest.mark.parametrize("name", ["../../x", "..", ".", "a/b", "a\\b", "tab\there", "x" * 101, ""])
+def test_a_run_name_is_a_plain_name(name):
+    with pytest.raises(SpecError, match=r"\$.name: "):
+        load_spec({**minimal(), "name": name})
+    assert load_spec({**minimal(), "name": "résumé run-2.1"}).name == "résumé run-2.1"
