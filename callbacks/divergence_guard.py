@@ -88,6 +88,7 @@ class DivergenceGuard(ResumableCallback):
         else:
             return
         self.diverged = True
+        self._step = batch + 1
         self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
@@ -108,7 +109,7 @@ class DivergenceGuard(ResumableCallback):
             if self._last_good_epoch is None
             else f"the end of epoch {self._last_good_epoch + 1}"
         )
-        self.reason += f" in epoch {self._epoch + 1}; weights restored to {where}"
+        self.reason += f" at step {self._step} of epoch {self._epoch + 1}; weights restored to {where}"
         if self.verbose:
             print(f"DivergenceGuard: stopped training: {self.reason}.")
 

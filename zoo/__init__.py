@@ -10,7 +10,7 @@ from zoo.datasets import load_digits
 from zoo.small_cnn import small_cnn
 from zoo.sections import Spec, to_dict
 from zoo.spec import SpecError, load_spec
-from zoo.train import RunError, TrainResult, build_model, train
+from zoo.train import RunError, TrainResult, Validation, build_model, train, validate
 from zoo.tune import TuneError, TuneResult, tune
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "TrainResult",
     "TuneError",
     "TuneResult",
+    "Validation",
     "build_model",
     "get_backbone",
     "list_backbones",
@@ -29,4 +30,5 @@ __all__ = [
     "to_dict",
     "train",
     "tune",
+    "validate",
 ]

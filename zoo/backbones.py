@@ -49,7 +49,8 @@ class Backbone:
         """The backbone without its classifier, as a functional `keras.Model`.
 
         `weights`: `"imagenet"`, a path to a weights file, or `None`.
-        The model's output is its feature layer.
+        The model's output is its feature layer. An input below the
+        model's minimum size is a `ValueError`.
         """
         input_shape = tuple(input_shape or self.input_size)
         if not self.pretrained:

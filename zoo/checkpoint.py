@@ -70,7 +70,8 @@ class Checkpoint:
         for variable, value in zip(_seed_states(model), state["seed_states"]):
             variable.assign(np.asarray(value, dtype=variable.dtype))
         if state["best_weights"]:
-            shutil.copyfile(os.path.join(self.directory, state["best_weights"]), best_path)
+            saved = os.path.join(self.directory, state["best_weights"])
+            write_atomically(best_path, lambda path: shutil.copyfile(saved, path))
 
     def _write_state(self, state):
         text = json.dumps(state, indent=1)

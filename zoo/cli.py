@@ -6,13 +6,13 @@ import sys
 
 
 def _validate(args):
-    from zoo.spec import SpecError, load_spec
+    from zoo.spec import SpecError
+    from zoo.train import validate
 
     status = 0
     for path in args.specs:
         try:
-            load_spec(path)
-            print(f"{path}: valid")
+            print(f"{path}: {validate(path, deep=not args.quick, unsafe=args.unsafe).summary()}")
         except SpecError as error:
             print(error, file=sys.stderr)
             status = 1
@@ -40,7 +40,7 @@ def _train(args):
 
     try:
         result = train(args.spec, run_dir=args.run_dir, resume=args.resume, overwrite=args.overwrite,
-                       verbose=0 if args.quiet else 1)
+                       verbose=0 if args.quiet else 1, unsafe=args.unsafe)
     except SpecError as error:
         print(error, file=sys.stderr)
         return 2
@@ -54,7 +54,7 @@ def _train(args):
               file=sys.stderr)
         return 130
     if result.diverged:
-        print(f"The run diverged: {result.diverged}.", file=sys.stderr)
+        print(result.diverged, file=sys.stderr)
         return 1
     return 0
 
@@ -64,7 +64,8 @@ def _tune(args):
     from zoo.tune import TuneError, tune
 
     try:
-        tune(args.spec, directory=args.dir, refine=args.refine, verbose=0 if args.quiet else 1)
+        tune(args.spec, directory=args.dir, refine=args.refine, verbose=0 if args.quiet else 1,
+             unsafe=args.unsafe)
     except SpecError as error:
         print(error, file=sys.stderr)
         return 2
@@ -78,8 +79,12 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    validate = commands.add_parser("validate", help="check specs; print every error with its JSON path")
+    validate = commands.add_parser(
+        "validate", help="check specs as `zoo train` does before training; print every error with its JSON path")
     validate.add_argument("specs", nargs="+")
+    validate.add_argument("--quick", action="store_true",
+                          help="only the schema and the rules between fields: no model built, no data read")
+    _unsafe_flag(validate)
     validate.set_defaults(run=_validate)
 
     listing = commands.add_parser("list", help="the backbone registry as a table")
@@ -94,6 +99,7 @@ def build_parser():
                        help="continue the interrupted run in the run folder from its last finished epoch")
     again.add_argument("--overwrite", action="store_true", help="delete the run in the run folder and start again")
     training.add_argument("--quiet", action="store_true", help="no progress output")
+    _unsafe_flag(training)
     training.set_defaults(run=_train)
 
     tuning = commands.add_parser("tune", help="run a spec's keras-tuner search; write the best spec")
@@ -101,8 +107,15 @@ def build_parser():
     tuning.add_argument("--dir", help="search folder (default: runs/<spec name>-search); rerun to resume")
     tuning.add_argument("--refine", action="store_true", help="then search again around the best values")
     tuning.add_argument("--quiet", action="store_true", help="no progress output")
+    _unsafe_flag(tuning)
     tuning.set_defaults(run=_tune)
     return parser
+
+
+def _unsafe_flag(parser):
+    parser.add_argument("--unsafe", action="store_true",
+                        help="load a .keras backbone whose Lambda layers run code stored in the file "
+                             "(only for files you trust)")
 
 
 def main(argv=None):

@@ -15,14 +15,15 @@ import pandas as pd
 import tensorflow as tf
 
 from zoo.datasets import load_digits, shuffle_split
+from zoo.spec import SpecError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # Salts that give each random op of a batch its own stream.
 _CROP, _FLIP_HORIZONTAL, _FLIP_VERTICAL = 1, 2, 3
 
 
-def load_data(data, seed, channels, preprocess=None):
-    """The `ImageData` of a `Data` section.
+def load_data(data, seed, channels, classes=None, preprocess=None):
+    """The `ImageData` of a `Data` section, every file checked before training.
 
     Args:
         data: `zoo.sections.Data`.
@@ -30,25 +31,83 @@ def load_data(data, seed, channels, preprocess=None):
             the augmentation.
         channels: Integer. The model's input channels: the images' channels
             unless `data.channels` says otherwise.
+        classes: Integer or None. The model's outputs: integer labels must
+            lie in `[0, classes)`.
         preprocess: The backbone's `preprocess_input`, for
             `normalization: "backbone"`.
+
+    Unreadable or corrupt images, missing files, empty class folders,
+    listing lines without a label and labels out of range are bad files:
+    with `data.on_bad_file: "error"` they raise one `SpecError` (a count and
+    the first paths of each kind); with `"skip"` they are left out and
+    listed in `ImageData.skipped`.
     """
     channels = data.channels or channels
     if data.builtin:
         (x, y), (x_val, y_val) = load_digits(validation_split=data.validation_split, seed=seed)
-        classes = list(data.classes or range(10))
-        train, validation = _only(x, y, classes), _only(x_val, y_val, classes)
-        names = [str(c) for c in classes]
-        decode = None
+        kept = list(data.classes or range(10))
+        train, validation = _only(x, y, kept), _only(x_val, y_val, kept)
+        names, decode, bad = [str(c) for c in kept], None, BadFiles(data.on_bad_file)
     else:
-        paths, labels, names = read_source(data)
+        bad = BadFiles(data.on_bad_file)
+        paths, labels, names = read_source(data, "$.data", bad, classes)
         if data.validation is not None:
-            val_paths, val_labels, _ = read_source(data.validation, names)
-            train, validation = (paths, labels), (val_paths, val_labels)
+            train = (paths, labels)
+            validation = read_source(data.validation, "$.data.validation", bad, classes, names)[:2]
         else:
             train, validation = shuffle_split(paths, labels, data.validation_split, seed)
+        train = bad.readable(*train, "$.data", channels)
+        validation = bad.readable(*validation, "$.data.validation" if data.validation else "$.data", channels)
         decode = _decoder(data.image_size, channels)
-    return ImageData(data, seed, channels, train, validation, names, decode, preprocess)
+    bad.check()
+    return ImageData(data, seed, channels, train, validation, names, decode, preprocess, bad.skipped)
+
+
+class BadFiles:
+    """The bad files found while reading a data source, by the JSON path of
+    the source and the kind of problem; `check` raises them or skips them."""
+
+    SHOWN = 3  # paths shown per kind of problem
+
+    def __init__(self, on_bad_file):
+        self.on_bad_file = on_bad_file
+        self.found = {}  # (json path, problem) -> [path or "file:line"]
+
+    def add(self, where, problem, item):
+        self.found.setdefault((where, problem), []).append(item)
+
+    def readable(self, paths, labels, where, channels):
+        """The `(paths, labels)` whose image decodes, as training will decode it."""
+        good = _decodable(paths, channels)
+        for path in np.asarray(paths)[~good]:
+            self.add(where, "unreadable or corrupt image", str(path))
+        return np.asarray(paths)[good], np.asarray(labels)[good]
+
+    @property
+    def skipped(self):
+        """`[(path, problem)]` of every bad file."""
+        return [(item, problem) for (_, problem), items in self.found.items() for item in items]
+
+    def check(self):
+        if not self.found or self.on_bad_file == "skip":
+            return
+        errors = []
+        for (where, problem), items in self.found.items():
+            shown = ", ".join(items[: self.SHOWN]) + (f" and {len(items) - self.SHOWN} more"
+                                                       if len(items) > self.SHOWN else "")
+            errors.append((where, f"{len(items)} {problem}{'s' if len(items) != 1 else ''}: {shown}"))
+        errors.append(("$.data.on_bad_file", "fix or remove the files above, or set \"skip\" to train without them"))
+        raise SpecError(errors)
+
+
+def summary_of_skipped(skipped):
+    """One line on the files `on_bad_file: "skip"` left out."""
+    kinds = {}
+    for path, problem in skipped:
+        kinds.setdefault(problem, []).append(path)
+    return "Skipped " + "; ".join(f"{len(paths)} ({problem}): {', '.join(paths[:BadFiles.SHOWN])}"
+                                  + (" ..." if len(paths) > BadFiles.SHOWN else "")
+                                  for problem, paths in kinds.items())
 
 
 class ImageData:
@@ -57,9 +116,10 @@ class ImageData:
     Attributes:
         class_names: The name of each label.
         train_size: The number of training images.
+        skipped: `[(path, problem)]` of the bad files left out.
     """
 
-    def __init__(self, data, seed, channels, train, validation, class_names, decode, preprocess):
+    def __init__(self, data, seed, channels, train, validation, class_names, decode, preprocess, skipped):
         self._data, self._seed = data, seed
         self._train, self._validation = train, validation
         self._decode = decode
@@ -68,6 +128,7 @@ class ImageData:
         self._to_rgb = data.builtin is not None and channels == 3
         self.class_names = class_names
         self.train_size = len(train[0])
+        self.skipped = skipped
 
     def steps(self, batch_size):
         """Training batches per epoch (the last one may be smaller)."""
@@ -155,43 +216,124 @@ def _only(x, y, classes):
     return x[keep], np.array([relabel[label] for label in y[keep]], dtype="int32")
 
 
-def read_source(source, class_names=None):
-    """`(paths, labels, class_names)` of a folder, listing or CSV `Source`.
+def read_source(source, where, bad, classes=None, class_names=None):
+    """`(paths, labels, class_names)` of a folder, listing or CSV `Source`
+    at JSON path `where`, its bad files added to `bad` (`BadFiles`).
 
     Labels that are not integers are class names, numbered in sorted order
-    (or by `class_names`, for validation data)."""
+    (or by `class_names`, for validation data). Integer labels (Caffe
+    listings) keep their values, which must lie in `[0, classes)`; their
+    class names are `"0" ... str(max label)`."""
     if source.folder:
-        root = source.folder
-        names = class_names or sorted(
-            d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-        rows = [(os.path.join(root, name, f), name) for name in names
-                if os.path.isdir(os.path.join(root, name))
-                for f in sorted(os.listdir(os.path.join(root, name)))
-                if f.lower().endswith(IMAGE_SUFFIXES)]
+        rows = _folder_rows(source.folder, where, bad, class_names)
     elif source.listing:
-        root = source.root or os.path.dirname(source.listing)
-        with open(source.listing) as f:
-            pairs = [line.rsplit(maxsplit=1) for line in f if line.strip()]
-        rows = [(os.path.join(root, path), label) for path, label in pairs]
+        rows = _listing_rows(source, where, bad)
     else:
-        root = source.root or os.path.dirname(source.csv)
-        frame = pd.read_csv(source.csv)
-        columns = [source.path_column, source.label_column]
-        rows = [(os.path.join(root, str(p)), str(label)) for p, label in frame[columns].itertuples(index=False)]
-    if not rows:
-        raise ValueError(f"No images found in {source}")
-    paths, labels = zip(*rows)
-    # Integer labels (Caffe listings) keep their values; names are numbered
-    # in sorted order, or as the training data numbered them.
-    numeric = not source.folder and all(str(label).lstrip("-").isdigit() for label in labels)
-    if class_names is None:
-        class_names = sorted({str(int(l)) for l in labels}, key=int) if numeric else sorted(set(labels))
-    index = {name: int(name) if numeric else i for i, name in enumerate(class_names)}
-    labels = [str(int(label)) if numeric else label for label in labels]
-    unknown = sorted(set(labels) - set(index))
-    if unknown:
-        raise ValueError(f"Labels {unknown[:5]} are not among the training classes {class_names[:10]}")
-    return np.array(paths), np.array([index[label] for label in labels], dtype="int32"), class_names
+        rows = _csv_rows(source, where, bad)
+    numeric = not source.folder and all(_is_integer(label) for _, label, _ in rows)
+    names = class_names or sorted({label for _, label, _ in rows})
+    index = {name: i for i, name in enumerate(names)}
+    paths, labels = [], []
+    for path, label, line in rows:
+        if numeric:
+            value = int(label)
+            if value < 0 or (classes is not None and value >= classes):
+                bad.add(where, f"label out of range [0, {classes})", f"{line}: {value}")
+                continue
+        elif label in index:
+            value = index[label]
+        else:
+            bad.add(where, "label not among the training classes", f"{line}: {label}")
+            continue
+        if not os.path.isfile(path):
+            bad.add(where, "missing file", path)
+            continue
+        paths.append(path)
+        labels.append(value)
+    if numeric and class_names is None:
+        names = [str(i) for i in range(max(labels, default=-1) + 1)]
+    if not paths:
+        raise SpecError([(where, f"no usable images in {source.folder or source.listing or source.csv}")])
+    return np.array(paths), np.array(labels, dtype="int32"), names
+
+
+def _is_integer(label):
+    return str(label).lstrip("-").isdigit()
+
+
+def _class_folders(root):
+    return sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+
+
+def _folder_rows(root, where, bad, class_names):
+    """`(path, class name, path)` of every image in a class-per-folder tree."""
+    rows = []
+    for name in class_names or _class_folders(root):
+        folder = os.path.join(root, name)
+        images = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES)) \
+            if os.path.isdir(folder) else []
+        if not images:
+            bad.add(where, "empty class folder", folder)
+        rows += [(os.path.join(folder, f), name, os.path.join(folder, f)) for f in images]
+    return rows  # an empty folder adds no rows, so (when skipped) no class
+
+
+def _listing_rows(source, where, bad):
+    """`(path, label, "listing:line")` of every line of a Caffe listing."""
+    root = source.root or os.path.dirname(source.listing)
+    rows = []
+    with open(source.listing, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            parts = line.rsplit(maxsplit=1)
+            here = f"{source.listing}:{number}"
+            if not parts:
+                continue
+            if len(parts) == 1 or parts[1].lower().endswith(IMAGE_SUFFIXES):
+                bad.add(where, "line without a label", here)
+                continue
+            rows.append((os.path.join(root, parts[0]), parts[1], here))
+    return rows
+
+
+def _csv_rows(source, where, bad):
+    """`(path, label, "csv:line")` of every row of a CSV file."""
+    root = source.root or os.path.dirname(source.csv)
+    try:
+        frame = pd.read_csv(source.csv, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise SpecError([(f"{where}.csv", f"{source.csv} is not a readable CSV file: {error}")]) from None
+    for key in ("path_column", "label_column"):
+        column = getattr(source, key)
+        if column not in frame.columns:
+            raise SpecError([(f"{where}.{key}", f"{source.csv} has no column {column!r}; "
+                                                f"its columns: {', '.join(map(str, frame.columns))}")])
+    rows = []
+    for number, (path, label) in enumerate(frame[[source.path_column, source.label_column]].itertuples(index=False),
+                                           start=2):  # line 1 is the header
+        here = f"{source.csv}:{number}"
+        if not label.strip():
+            bad.add(where, "line without a label", here)
+            continue
+        rows.append((os.path.join(root, path), label.strip(), here))
+    return rows
+
+
+def _decodable(paths, channels):
+    """A boolean mask: which files decode as images (one parallel pass with
+    the decoder training uses)."""
+    if len(paths) == 0:
+        return np.zeros(0, bool)
+
+    def decode(index, path):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+        return index, tf.shape(image)  # the shape makes the decode run (an unused one is pruned)
+
+    indices = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), np.asarray(paths, dtype=str)))
+    decoded = indices.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors().batch(4096)
+    good = np.zeros(len(paths), bool)
+    for batch, _ in decoded.as_numpy_iterator():
+        good[batch] = True
+    return good
 
 
 def _decoder(size, channels):

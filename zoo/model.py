@@ -4,6 +4,7 @@ import difflib
 import fnmatch
 import re
 
+import h5py
 import keras
 import pandas as pd
 from keras import layers
@@ -37,10 +38,17 @@ def filler(config):
     raise ValueError(f"Unknown filler type {kind!r}")
 
 
-def build_trunk(backbone):
-    """The `Backbone` section as a functional model ending at its feature layer."""
+def build_trunk(backbone, unsafe=False):
+    """The `Backbone` section as a functional model ending at its feature layer.
+
+    Every way this can fail is a `SpecError` naming the file or field: a
+    `.keras` file that is truncated or not a model, one whose Lambda layers
+    would run Python code on loading (refused unless `unsafe`), a weights
+    file that is corrupt or of another architecture, an input below the
+    backbone's minimum, and ImageNet weights that cannot be downloaded.
+    """
     if backbone.model:
-        saved = keras.saving.load_model(backbone.model, compile=False)
+        saved = load_saved_model(backbone.model, unsafe)
         names = [layer.name for layer in saved.layers]
         if backbone.cut_at not in names:
             close = difflib.get_close_matches(backbone.cut_at, names, n=3)
@@ -49,7 +57,104 @@ def build_trunk(backbone):
                               f"close: {', '.join(close) or 'none'}")])
         return keras.Model(saved.inputs, saved.get_layer(backbone.cut_at).output, name="trunk")
     entry = get_backbone(backbone.name)
-    return entry.build(weights=backbone.weights, input_shape=backbone.input_shape)
+    from_file = backbone.weights not in (None, "imagenet")
+    try:
+        trunk = entry.build(weights=None if from_file else backbone.weights, input_shape=backbone.input_shape)
+    except ValueError as error:  # keras.applications checks the input size and channels
+        where = "$.backbone.input_shape" if "input" in str(error).lower() else "$.backbone"
+        raise SpecError([(where, f"{entry.name}: {_first_line(str(error))}")]) from None
+    except Exception as error:
+        if "URL fetch failure" not in str(error):
+            raise
+        raise SpecError([("$.backbone.weights", _no_download(entry.name, error))]) from None
+    if from_file:
+        load_weights_file(trunk, backbone.weights, "$.backbone.weights")
+    return trunk
+
+
+def _no_download(name, error):
+    url = re.search(r"URL fetch failure on (\S+): ", str(error))
+    url = url.group(1) if url else "the weights file"
+    return (f"the ImageNet weights of {name} are not in the Keras cache and cannot be downloaded "
+            f"(no network?). On a machine with a network, download {url} and set backbone.weights "
+            "to the file's path.")
+
+
+def load_saved_model(path, unsafe=False):
+    """The `.keras` (or legacy `.h5`) model in `path`, loaded without its
+    training config. Keras's safe mode refuses Lambda layers, whose code
+    would run on loading, unless `unsafe`."""
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
+    except Exception as error:
+        text = str(error)
+        if "safe_mode" in text:
+            reason = (f"{path} has a Lambda layer: loading it would run the Python code stored in the "
+                      "file. Refused; if you trust the file, pass --unsafe (unsafe=True).")
+        elif path.endswith(".keras"):
+            reason = f"{path} is not a readable .keras model (truncated, or another format): {_first_line(text)}"
+        elif path.endswith((".h5", ".hdf5")) and not h5py.is_hdf5(path):
+            reason = f"{path} is not an HDF5 file (truncated, or another format)"
+        elif path.endswith((".h5", ".hdf5")):
+            reason = (f"{path} is not a whole Keras model ({_first_line(text)}); a weights-only file goes "
+                      "in backbone.weights with a registry backbone.name")
+        else:
+            reason = f"{path}: a saved model must be a .keras file (or a legacy .h5); {_first_line(text)}"
+        raise SpecError([("$.backbone.model", reason)]) from None
+
+
+def load_weights_file(model, path, where):
+    """`model.load_weights(path)`; a file that is not HDF5 or that does not
+    fit `model` is a `SpecError` at `where` naming the first mismatching layer."""
+    if not h5py.is_hdf5(path):
+        raise SpecError([(where, f"{path} is not an HDF5 weights file (truncated, or another format)")])
+    try:
+        model.load_weights(path)
+    except Exception as error:
+        raise SpecError([(where, f"{path} does not fit {model.name}: "
+                                 f"{_first_mismatch(model, path) or _first_line(str(error))}")]) from None
+
+
+def _first_mismatch(model, path):
+    """The first layer of `model` whose weights the file lacks or shapes
+    differently, in words; None if none is found."""
+    stored = _stored_shapes(path)
+    for layer in model.layers:
+        shapes = [tuple(w.shape) for w in layer.weights]
+        if not shapes:
+            continue
+        if layer.name not in stored:
+            return f"the file has no weights for layer {layer.name!r}"
+        if stored[layer.name] != shapes:
+            return f"layer {layer.name!r} has weights {shapes} in the model but {stored[layer.name]} in the file"
+    return None
+
+
+def _stored_shapes(path):
+    """`{layer name: [weight shapes]}` of a Keras weights file, in the
+    Keras 3 layout (`.../vars` groups named by layer) or the legacy one."""
+    shapes = {}
+    with h5py.File(path, "r") as f:
+        if "layer_names" in f.attrs:  # legacy .h5
+            root = f["model_weights"] if "model_weights" in f else f
+            for name in root.attrs["layer_names"]:
+                name = name.decode() if isinstance(name, bytes) else name
+                group = root[name]
+                weights = [w.decode() if isinstance(w, bytes) else w for w in group.attrs.get("weight_names", [])]
+                shapes[name] = [tuple(group[w].shape) for w in weights]
+            return shapes
+
+        def visit(name, item):
+            if isinstance(item, h5py.Group) and name.endswith("vars") and "name" in item.attrs:
+                shapes[item.attrs["name"]] = [tuple(item[key].shape) for key in sorted(item, key=int)]
+
+        f.visititems(visit)
+    return shapes
+
+
+def _first_line(text, limit=200):
+    line = text.strip().splitlines()[0] if text.strip() else text
+    return line if len(line) <= limit else line[:limit] + "..."
 
 
 def add_head(features, head):
@@ -72,9 +177,9 @@ def add_head(features, head):
                         name=f"{HEAD_PREFIX}classifier", dtype="float32", **init)(x)
 
 
-def build_network(backbone, head, name):
+def build_network(backbone, head, name, unsafe=False):
     """Backbone + head as one flat functional model (uncompiled)."""
-    trunk = build_trunk(backbone)
+    trunk = build_trunk(backbone, unsafe)
     return keras.Model(trunk.inputs, add_head(trunk.output, head), name=name)
 
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 from callbacks import BestWeights, DivergenceGuard, PlateauDecay, lr_per_step
 from zoo.backbones import get_backbone
 from zoo.data import load_data
-from zoo.model import build_network, compile_stage, configure_layers, selected_layers
+from zoo.model import HEAD_PREFIX, build_network, compile_stage, configure_layers, selected_layers
 from zoo.sections import Stage, to_dict
 from zoo.spec import SpecError
 
@@ -39,7 +39,8 @@ class Outcome:
         history: One dict per finished epoch: epoch, stage, the logged
             metrics, `lr` and the best so far.
         best_epoch: The 0-based epoch with the best `monitor`; `best` its value.
-        diverged: The `DivergenceGuard`'s reason when it stopped the run, else None.
+        diverged: The `DivergenceGuard`'s reason when it stopped the run,
+            else None; `diverged_stage` the index of the stage it stopped.
     """
 
     history: list
@@ -47,6 +48,7 @@ class Outcome:
     monitor: str
     best: float
     diverged: str = None
+    diverged_stage: int = None
 
 
 class Runner:
@@ -67,11 +69,15 @@ class Runner:
         on_epoch_end: Called with `(history, new_lr_rows)` after every
             finished epoch, before the checkpoint is written.
         divergence_factor: The `DivergenceGuard` factor of stages whose
-            solver sets none (`zoo tune` guards every trial), or None.
+            solver sets none, or None.
+        unsafe: Load a `.keras` backbone even if its Lambda layers would
+            run code stored in the file.
     """
 
-    def __init__(self, spec, checkpoint=None, best_path=None, on_epoch_end=None, divergence_factor=None):
+    def __init__(self, spec, checkpoint=None, best_path=None, on_epoch_end=None, divergence_factor=None,
+                 unsafe=False):
         self.spec = spec
+        self.unsafe = unsafe
         self.checkpoint = checkpoint
         self.best_path = best_path
         self.on_epoch_end = on_epoch_end
@@ -85,7 +91,11 @@ class Runner:
 
     def build(self):
         """The spec's network, seeded, in its strategy and precision, with
-        every frozen/slow selector checked against it; compiled for stage 0."""
+        every frozen/slow selector checked against it; compiled for stage 0.
+        Its data is read and checked against it (`self.data`).
+
+        Everything knowable before training is checked here, and a problem
+        is a `SpecError`: `zoo validate` runs this, too."""
         spec = self.spec
         keras.utils.set_random_seed(spec.seed)
         if spec.deterministic:
@@ -95,7 +105,7 @@ class Runner:
             keras.mixed_precision.set_dtype_policy("mixed_float16")
         try:
             with self.strategy.scope():
-                model = build_network(spec.backbone, spec.head, spec.name)
+                model = build_network(spec.backbone, spec.head, spec.name, self.unsafe)
         finally:
             keras.mixed_precision.set_dtype_policy("float32")
         _check_selectors(model, spec.stages)
@@ -116,16 +126,21 @@ class Runner:
         return table
 
     def _load_data(self):
-        """The spec's `ImageData`, its images checked against the model's input."""
+        """The spec's `ImageData`, checked against the model: its images fit
+        the input, and its classes are the head's."""
         spec = self.spec
         preprocess = None
         if spec.data.normalization == "backbone":
             preprocess = get_backbone(spec.backbone.name).preprocess_input
-        data = load_data(spec.data, spec.seed, channels=self.model.input_shape[-1], preprocess=preprocess)
-        expected = tuple(self.model.input_shape[1:])
-        if data.image_shape != expected:
-            raise SpecError([("$.data", f"images are {data.image_shape} but the model takes {expected}: "
-                                        "set data.image_size and data.channels (or backbone.input_shape)")])
+        data = load_data(spec.data, spec.seed, channels=self.model.input_shape[-1], classes=spec.head.classes,
+                         preprocess=preprocess)
+        errors = _image_errors(self.model, data.image_shape)
+        if len(data.class_names) != spec.head.classes:
+            names = ", ".join(data.class_names[:10]) + (" ..." if len(data.class_names) > 10 else "")
+            errors.append(("$.head.classes", f"{spec.head.classes}, but the data has {len(data.class_names)} "
+                                             f"classes ({names})"))
+        if errors:
+            raise SpecError(errors)
         return data
 
     def plan(self):
@@ -172,7 +187,7 @@ class Runner:
                 break
         best_state = run.best_state or {}
         return Outcome(run.history, best_state.get("best_epoch"), plans[0].stage.solver.early_stopping.monitor,
-                       best_state.get("best"), run.diverged)
+                       best_state.get("best"), run.diverged, plan.index if run.diverged else None)
 
     def _restore(self, state, plans, run, verbose):
         """Put the model, optimizer and run state back as the checkpoint
@@ -315,6 +330,26 @@ def _restore_best(best, model):
     best.set_model(model)
     best.on_train_begin()
     best.on_train_end()
+
+
+def _image_errors(model, image_shape):
+    """Whether images of `image_shape` fit `model`'s input and still have
+    pixels where the head pools its features."""
+    expected = tuple(model.input_shape[1:])
+    if any(e is not None and e != got for e, got in zip(expected, image_shape)):
+        return [("$.data.image_size", f"images are {image_shape} but the model takes {expected}: set "
+                                      "data.image_size and data.channels (or backbone.input_shape)")]
+    pool = next((layer for layer in model.layers if layer.name == f"{HEAD_PREFIX}pool"), None)
+    if pool is None or None not in expected:
+        return []  # a fixed input size was checked when the backbone was built
+    try:
+        shape = keras.Model(model.input, pool.input).compute_output_shape((1, *image_shape))
+    except ValueError as error:
+        shape, reason = None, str(error).splitlines()[0]
+    if shape is None or any(size is not None and size < 1 for size in shape[1:]):
+        return [("$.data.image_size", f"images of {image_shape} are too small for the backbone: "
+                                      f"{reason if shape is None else f'its features would be {shape[1:]}'}")]
+    return []
 
 
 def _check_selectors(model, stages):

@@ -183,6 +183,7 @@ class Data(Source):
     normalization: Union[str, Normalization] = "none"
     augment: Augment = Augment()
     shuffle: bool = True
+    on_bad_file: str = "error"
 
 
 @dataclasses.dataclass(frozen=True)

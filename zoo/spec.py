@@ -5,6 +5,7 @@ shipped with the package), then for the rules between fields, and builds the
 typed `Spec` (`zoo.sections`).
 """
 
+import contextlib
 import copy
 import difflib
 import functools
@@ -37,12 +38,25 @@ class SpecError(ValueError):
 
     def __init__(self, errors, source=None):
         self.errors = list(errors)
+        self.source = source
         where = f" in {source}" if source else ""
         lines = [f"  {path}: {message}" for path, message in self.errors]
         count = len(self.errors)
         super().__init__(
             f"{count} error{'s' if count != 1 else ''}{where}:\n" + "\n".join(lines)
         )
+
+
+@contextlib.contextmanager
+def naming(source):
+    """Name the spec file `source` (a path; data is not named) in the
+    `SpecError`s raised inside, such as those of building its model."""
+    try:
+        yield
+    except SpecError as error:
+        if error.source is not None or not isinstance(source, (str, os.PathLike)):
+            raise
+        raise SpecError(error.errors, os.fspath(source)) from None
 
 
 def schema_text():
@@ -205,11 +219,11 @@ def _name_errors(name):
     return []
 
 
-def _exists(path, base_dir):
-    """Whether a spec's path exists; a path the OS cannot take (a NUL byte,
-    a lone surrogate) does not."""
+def _exists(path, base_dir, kind=os.path.isfile):
+    """Whether a spec's path is a file (or with `kind=os.path.isdir`, a
+    folder); a path the OS cannot take (a NUL byte, a lone surrogate) is not."""
     try:
-        return os.path.exists(_resolve_path(path, base_dir))
+        return kind(_resolve_path(path, base_dir))
     except (ValueError, OSError):
         return False
 
@@ -222,9 +236,12 @@ def _backbone_errors(backbone, base_dir):
     errors = []
     if has_name:
         try:
-            get_backbone(backbone["name"])
+            entry = get_backbone(backbone["name"])
         except ValueError as error:
             errors.append((json_path(path + ["name"]), str(error)))
+        else:
+            if backbone.get("weights") == "imagenet" and not entry.pretrained:
+                errors.append((json_path(path + ["weights"]), f"{entry.name} has no ImageNet weights"))
         if "cut_at" in backbone:
             errors.append((json_path(path + ["cut_at"]), "only with `model`"))
         weights = backbone.get("weights")
@@ -258,8 +275,9 @@ def _data_errors(data, backbone, base_dir):
         errors.append(("$.data.classes", "only with `builtin`"))
     for path, section in (("$.data", data), ("$.data.validation", data.get("validation", {}))):
         for key in PATH_KEYS:
-            if key in section and not _exists(section[key], base_dir):
-                errors.append((f"{path}.{key}", f"no such {'folder' if key in ('folder', 'root') else 'file'}: {section[key]}"))
+            is_folder = key in ("folder", "root")
+            if key in section and not _exists(section[key], base_dir, os.path.isdir if is_folder else os.path.isfile):
+                errors.append((f"{path}.{key}", f"no such {'folder' if is_folder else 'file'}: {section[key]}"))
     if data.get("normalization") == "backbone" and "name" not in backbone:
         errors.append(("$.data.normalization", "\"backbone\" needs a registry backbone (`backbone.name`)"))
     return errors

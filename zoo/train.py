@@ -1,6 +1,7 @@
-"""Running a spec: `build_model(spec)` and `train(spec)`, with its run folder."""
+"""Running a spec: `validate(spec)`, `build_model(spec)` and `train(spec)`, with its run folder."""
 
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -10,14 +11,20 @@ import pandas as pd
 
 from callbacks._files import leftovers, write_atomically
 from zoo.checkpoint import Checkpoint
+from zoo.data import summary_of_skipped
 from zoo.runner import Runner
 from zoo.sections import differences, to_dict
-from zoo.spec import load_spec
+from zoo.spec import load_spec, naming
 
 # Every file `train` writes in a run folder; --overwrite removes these alone.
 RUN_FILES = ("spec.json", "history.csv", "lr_per_step.csv", "best.weights.h5", "model.keras",
              "curves.png", "lr.png")
 CHECKPOINT_DIR = "checkpoint"
+# `zoo train` stops a run whose loss is NaN or this many times its first
+# value (a solver's `divergence_factor` overrides it). Looser than a
+# search's 3x: a search drops a bad trial early; a user's run stops only
+# when it has clearly blown up.
+DIVERGENCE_FACTOR = 10.0
 
 
 class RunError(RuntimeError):
@@ -37,7 +44,8 @@ class TrainResult:
         monitor: The metric that picked it; `best` its value.
         model: The trained Keras model, holding the best epoch's weights.
         run_dir: The run folder; `paths` names the files in it.
-        diverged: Why `DivergenceGuard` stopped the run, or None.
+        diverged: Why `DivergenceGuard` stopped the run (the stage, epoch
+            and step, what to try, where the best weights are), or None.
     """
 
     history: pd.DataFrame
@@ -51,16 +59,60 @@ class TrainResult:
     diverged: str = None
 
 
-def build_model(spec, stage=0):
+@dataclasses.dataclass
+class Validation:
+    """What `validate` checked.
+
+    Attributes:
+        spec: The typed `Spec`.
+        deep: Whether the model was built and the data read (else only the
+            schema and the rules between fields were checked).
+        model: The built model (deep only).
+        data: The checked `zoo.data.ImageData` (deep only).
+    """
+
+    spec: object
+    deep: bool
+    model: keras.Model = None
+    data: object = None
+
+    def summary(self):
+        if not self.deep:
+            return "valid (quick: schema and rules; without --quick the model is built and the data read)"
+        skipped = f"; {summary_of_skipped(self.data.skipped)}" if self.data.skipped else ""
+        return (f"valid (deep: model built, {self.model.count_params():,} parameters; "
+                f"{self.data.train_size} training images of {len(self.data.class_names)} classes read{skipped})")
+
+
+def validate(spec, deep=True, unsafe=False):
+    """Check a spec as `train` does before its first step, without training.
+
+    Quick (`deep=False`): the schema and the rules between fields. Deep
+    (the default): also builds the model (backbone file, weights file and
+    ImageNet download included), checks every frozen/slow selector, and
+    reads the data: every image decoded, the classes against the head, the
+    image size against the backbone. `train` runs the same checks, so
+    `validate` and `train` agree. Raises `SpecError`; returns a `Validation`.
+    """
+    source, spec = spec, load_spec(spec)
+    if not deep:
+        return Validation(spec, deep=False)
+    runner = Runner(spec, unsafe=unsafe)
+    with naming(source):
+        model = runner.build()
+    return Validation(spec, deep=True, model=model, data=runner.data)
+
+
+def build_model(spec, stage=0, unsafe=False):
     """The spec's model, compiled for `stage` (0-based), for users who call
     `model.fit` themselves (its optimizer follows the stage's LR schedule)."""
-    runner = Runner(load_spec(spec))
+    runner = Runner(load_spec(spec), unsafe=unsafe)
     runner.build()
     runner.enter_stage(stage)
     return runner.model
 
 
-def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbose=1):
+def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbose=1, unsafe=False):
     """Run a spec: validate it, build the model, train every stage, and
     write the run folder. Returns a `TrainResult`.
 
@@ -74,48 +126,101 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
         overwrite: Delete the run in `run_dir` and start again.
         callbacks: More Keras callbacks for every stage's `fit`.
         verbose: 0 or 1.
+        unsafe: Load a `.keras` backbone even if its Lambda layers would
+            run Python code stored in the file (only for files you trust).
 
-    A folder that holds a run is never trained into without `resume` or
-    `overwrite` (`RunError`). Run folder: `spec.json` (the typed spec
-    written out), `history.csv` and `lr_per_step.csv` (written at every
-    epoch end), `best.weights.h5`, `checkpoint/` (the last finished epoch),
+    Everything `validate` checks is checked before the first step. A
+    folder that holds a run is never trained into without `resume` or
+    `overwrite` (`RunError`), nor by two processes at once. A run whose
+    loss becomes NaN or blows up (`DIVERGENCE_FACTOR`) stops, keeps its
+    best weights and says so in `TrainResult.diverged`.
+
+    Run folder: `spec.json` (the typed spec written out), `history.csv`
+    and `lr_per_step.csv` (written at every epoch end), `best.weights.h5`, `checkpoint/` (the last finished epoch),
     and at the end `model.keras` (on the best weights), `curves.png` and
     `lr.png`. An interrupted run (Ctrl-C) still gets its plots.
     """
-    spec = load_spec(spec)
+    source, spec = spec, load_spec(spec)
     run_dir = os.path.abspath(run_dir or os.path.join("runs", spec.name))
     paths = {name: os.path.join(run_dir, name) for name in RUN_FILES}
     checkpoint = Checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
-    state = _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite)
-    log = _RunFiles(paths, lr_rows=state["lr_rows"] if state else 0)
-    runner = Runner(spec, checkpoint=checkpoint, best_path=paths["best.weights.h5"], on_epoch_end=log.write)
-    model = runner.build()  # a spec that cannot build fails here, before the folder is touched
-    if state is None:
-        # Files of the run replaced by --overwrite, or of one that never finished an epoch.
-        for path in paths.values():
-            if os.path.exists(path):
-                os.remove(path)
-        shutil.rmtree(checkpoint.directory, ignore_errors=True)
-        os.makedirs(checkpoint.directory)  # the folder now holds a run
-        write_atomically(paths["spec.json"], lambda path: _write_json(path, to_dict(spec)))
-    elif verbose:
-        print(f"Resuming {run_dir} after epoch {state['epoch']}.")
+    # Checked before the (slow) build, so that a refusal comes at once ...
+    _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite)
+    log = _RunFiles(paths)
+    runner = Runner(spec, checkpoint=checkpoint, best_path=paths["best.weights.h5"], on_epoch_end=log.write,
+                    divergence_factor=DIVERGENCE_FACTOR, unsafe=unsafe)
+    with naming(source):
+        model = runner.build()  # a spec that cannot build fails here, before the folder is touched
+    if verbose and runner.data.skipped:
+        print(summary_of_skipped(runner.data.skipped))
+    with _RunLock(run_dir):
+        # ... and again under the lock: another process may have used the folder meanwhile.
+        state = _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite)
+        log.keep_rows(state["lr_rows"] if state else 0)
+        if state is None:
+            # Files of the run replaced by --overwrite, or of one that never finished an epoch.
+            for path in paths.values():
+                if os.path.exists(path):
+                    os.remove(path)
+            shutil.rmtree(checkpoint.directory, ignore_errors=True)
+            os.makedirs(checkpoint.directory)  # the folder now holds a run
+            write_atomically(paths["spec.json"], lambda path: _write_json(path, to_dict(spec)))
+        elif verbose:
+            print(f"Resuming {run_dir} after epoch {state['epoch']}.")
+        if verbose:
+            model.summary(line_length=100)
+        try:
+            outcome = runner.run(resume=state, callbacks=callbacks, verbose=verbose)
+        finally:
+            log.plot()  # also after Ctrl-C or a crash: the plots of the finished epochs
+        write_atomically(paths["model.keras"], model.save)
+        checkpoint.update(finished=True)
+    diverged = outcome.diverged and _divergence_message(spec, outcome, paths)
     if verbose:
-        model.summary(line_length=100)
-    try:
-        outcome = runner.run(resume=state, callbacks=callbacks, verbose=verbose)
-    finally:
-        log.plot()  # also after Ctrl-C or a crash: the plots of the finished epochs
-    model.save(paths["model.keras"])
-    checkpoint.update(finished=True)
-    if verbose:
-        if outcome.diverged:
-            print(f"\nDivergenceGuard stopped the run: {outcome.diverged}.")
+        if diverged:
+            print(f"\n{diverged}")
         if outcome.best_epoch is not None:
             print(f"\nBest epoch {outcome.best_epoch + 1}: {outcome.monitor}={outcome.best:.4f}.")
         print(f"Run folder: {run_dir}")
     return TrainResult(log.history(), log.lr_per_step(), outcome.best_epoch, outcome.monitor, outcome.best,
-                       model, run_dir, paths, outcome.diverged)
+                       model, run_dir, paths, diverged)
+
+
+def _divergence_message(spec, outcome, paths):
+    """What went wrong, where, what to try, and what was kept."""
+    index = outcome.diverged_stage
+    stage = spec.stages[index]
+    where = f"stage {index + 1} '{stage.name}'" if len(spec.stages) > 1 else "the run"
+    solver_path = f"stages[{index}].solver" if len(spec.stages) > 1 else "solver"
+    lr = stage.solver.base_lr
+    advice = (f"Lower {solver_path}.base_lr (now {lr:g}; try {lr / 10:g})" if lr is not None
+              else f"Lower the learning rate of {solver_path}")
+    kept = (f"The best weights (epoch {outcome.best_epoch + 1}, {outcome.monitor}={outcome.best:.4g}) are kept "
+            f"in {paths['best.weights.h5']} and {paths['model.keras']}." if outcome.best_epoch is not None
+            else "No epoch finished before it, so there are no best weights.")
+    return f"DivergenceGuard stopped {where}: {outcome.diverged}. {advice}. {kept}"
+
+
+class _RunLock:
+    """An exclusive lock on the run folder (created if needed) while a run
+    trains in it: a second `train` of the same folder is refused."""
+
+    def __init__(self, run_dir):
+        self.run_dir = run_dir
+
+    def __enter__(self):
+        os.makedirs(self.run_dir, exist_ok=True)
+        self.fd = os.open(self.run_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise RunError(f"Another process is training in {self.run_dir}; wait for it to finish, "
+                           "or choose another run folder.") from None
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # closing the folder releases the lock
 
 
 def _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite):
@@ -123,7 +228,13 @@ def _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite):
     state to resume from, or None to start afresh (nothing is removed yet).
 
     A folder holds a run when it has `checkpoint/`. Files named like ours in
-    a folder without one are someone else's: only `overwrite` replaces them."""
+    a folder without one are someone else's: only `overwrite` replaces them.
+    A symbolic link among our files is refused: writing through it would
+    change a file outside the folder."""
+    links = [name for name, path in {**paths, CHECKPOINT_DIR: checkpoint.directory}.items() if os.path.islink(path)]
+    if links:
+        raise RunError(f"{run_dir} has symbolic links where the run writes its files ({', '.join(links)}); "
+                       "a run never writes through a link. Remove them, or choose another run folder.")
     if overwrite:
         return None
     if not os.path.isdir(checkpoint.directory):
@@ -151,20 +262,28 @@ def _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite):
 
 
 class _RunFiles:
-    """history.csv and lr_per_step.csv, written at every epoch end, and the plots."""
+    """history.csv and lr_per_step.csv, written at every epoch end, and the
+    plots; never through a symbolic link."""
 
-    def __init__(self, paths, lr_rows):
+    def __init__(self, paths):
         self.paths = paths
+
+    def keep_rows(self, lr_rows):
+        """Keep the first `lr_rows` rows of lr_per_step.csv: rows past the
+        checkpoint belong to an epoch that did not finish."""
         if lr_rows:
-            # Rows past the checkpoint belong to an epoch that did not finish.
-            kept = pd.read_csv(paths["lr_per_step.csv"]).iloc[:lr_rows]
-            write_atomically(paths["lr_per_step.csv"], lambda path: kept.to_csv(path, index=False))
+            kept = pd.read_csv(self.paths["lr_per_step.csv"]).iloc[:lr_rows]
+            write_atomically(self.paths["lr_per_step.csv"], lambda path: kept.to_csv(path, index=False))
 
     def write(self, history, lr_rows):
         write_atomically(self.paths["history.csv"], lambda path: pd.DataFrame(history).to_csv(path, index=False))
         lr_path = self.paths["lr_per_step.csv"]
         rows = pd.DataFrame(lr_rows, columns=["stage", "iteration", "lr"])
-        rows.to_csv(lr_path, mode="a", header=not os.path.exists(lr_path), index=False)
+        new = not os.path.exists(lr_path)
+        # Appended, not rewritten, each epoch; O_NOFOLLOW refuses a planted link.
+        fd = os.open(lr_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "a", newline="") as f:
+            rows.to_csv(f, header=new, index=False)
 
     def history(self):
         return _read_csv(self.paths["history.csv"], ["epoch", "stage"])
@@ -205,7 +324,7 @@ def _plot_curves(history, path):
         axes.set_title(metric)
         axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=100, format="png"))
 
 
 def _plot_lr(lr_per_step, path):
@@ -220,4 +339,4 @@ def _plot_lr(lr_per_step, path):
     axes.set_yscale("log")
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=100, format="png"))

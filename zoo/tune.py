@@ -10,9 +10,9 @@ import keras_tuner as kt
 import pandas as pd
 
 from zoo.runner import Runner
-from zoo.search_space import declare, flat, refined_space, trial_spec
+from zoo.search_space import declare, flat, refined_space, trial_spec, with_defaults
 from zoo.sections import spec_from_json
-from zoo.spec import SpecError, validated_json
+from zoo.spec import SpecError, naming, validated_json
 
 TUNERS = {
     "random": kt.RandomSearch,
@@ -49,10 +49,11 @@ class TuneResult:
 class SpecHyperModel(kt.HyperModel):
     """Builds and trains a trial's spec with the same `Runner` as `zoo train`."""
 
-    def __init__(self, spec_json, search):
+    def __init__(self, spec_json, search, unsafe=False):
         super().__init__()
         self.spec_json = spec_json
         self.search = search
+        self.unsafe = unsafe
         self._builds = {}  # trial values -> builds so far, to number a trial's executions
 
     def build(self, hp):
@@ -65,7 +66,7 @@ class SpecHyperModel(kt.HyperModel):
         execution = self._builds.get(values, 0)
         self._builds[values] = execution + 1
         spec = dataclasses.replace(spec, seed=spec.seed + execution % self.search.executions_per_trial)
-        self._runner = Runner(spec, divergence_factor=self.search.divergence_factor)
+        self._runner = Runner(spec, divergence_factor=self.search.divergence_factor, unsafe=self.unsafe)
         return self._runner.build()
 
     def fit(self, hp, model, *args, callbacks=(), **kwargs):
@@ -88,10 +89,10 @@ class SpecHyperModel(kt.HyperModel):
         return history
 
 
-def make_tuner(spec_json, search, directory, project_name):
+def make_tuner(spec_json, search, directory, project_name, unsafe=False):
     """The keras-tuner tuner of a `Search` section."""
     common = dict(
-        hypermodel=SpecHyperModel(spec_json, search),
+        hypermodel=SpecHyperModel(spec_json, search, unsafe),
         objective=kt.Objective(search.objective, search.goal),
         executions_per_trial=search.executions_per_trial,
         # keras-tuner reads 0 as "no seed" (a fresh random one): shift by one.
@@ -130,7 +131,7 @@ def trials_table(tuner, spec_json):
     return table.sort_values("trial_id", key=lambda ids: ids.astype(int), ignore_index=True)
 
 
-def tune(spec, directory=None, refine=False, verbose=1):
+def tune(spec, directory=None, refine=False, verbose=1, unsafe=False):
     """Run the spec's `search` with keras-tuner and write its results.
 
     Folder (default `runs/<name>-search`): keras-tuner's own trial files
@@ -138,7 +139,9 @@ def tune(spec, directory=None, refine=False, verbose=1):
     `best_spec.json` (the best trial's complete spec, `search` removed) and
     `scores.png` (score against the most influential hyperparameters).
     With `refine`, a second search narrowed around the first one's best
-    values follows, and its best wins if it is better.
+    values follows, and its best wins if it is better. Before any trial,
+    the spec with every hyperparameter at its first value gets the checks
+    of `zoo validate` (model, weights, data). `unsafe` is `train`'s.
 
     Distributed: run the same call in a chief and in workers with
     keras-tuner's variables (`KERASTUNER_TUNER_ID`: "chief" or a worker
@@ -151,11 +154,13 @@ def tune(spec, directory=None, refine=False, verbose=1):
         raise SpecError([("$.search", "required by `zoo tune`: the space to search")], name)
     typed = spec_from_json(spec_json)
     search = typed.search
+    with naming(spec):
+        Runner(spec_from_json(with_defaults(spec_json, search.space)), unsafe=unsafe).build()
     directory = os.path.abspath(directory or os.path.join("runs", f"{typed.name}-search"))
     os.makedirs(directory, exist_ok=True)
     if refine and "KERASTUNER_ORACLE_IP" in os.environ:
         raise SpecError([("$.search", "--refine is not available in keras-tuner's chief/worker mode")])
-    tuner = _search(spec_json, search, directory, "search", verbose)
+    tuner = _search(spec_json, search, directory, "search", verbose, unsafe)
     if _is_worker():
         # The chief holds the oracle and writes the results.
         if verbose:
@@ -165,7 +170,7 @@ def tune(spec, directory=None, refine=False, verbose=1):
     if refine:
         best = tuner.get_best_hyperparameters(1)[0].values
         narrowed = dataclasses.replace(search, space=refined_space(search.space, best))
-        refined = _search(spec_json, narrowed, directory, "refine", verbose)
+        refined = _search(spec_json, narrowed, directory, "refine", verbose, unsafe)
         refined_table = trials_table(refined, spec_json).assign(search="refine")
         table = pd.concat([table.assign(search="coarse"), refined_table], ignore_index=True)
         if _better(refined, tuner):
@@ -189,8 +194,8 @@ def _is_worker():
     return "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in os.environ.get("KERASTUNER_TUNER_ID", "")
 
 
-def _search(spec_json, search, directory, project_name, verbose):
-    tuner = make_tuner(spec_json, search, directory, project_name)
+def _search(spec_json, search, directory, project_name, verbose, unsafe):
+    tuner = make_tuner(spec_json, search, directory, project_name, unsafe)
     if verbose:
         tuner.search_space_summary()
     tuner.search(verbose=1 if verbose else 0)

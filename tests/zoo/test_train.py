@@ -1,13 +1,17 @@
 import json
+import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 
+from callbacks._files import write_atomically
 from zoo.cli import main
 from zoo.spec import load_spec
-from zoo.train import train
+from zoo.train import RunError, train
 from tests.zoo.conftest import write_spec
 
 
@@ -96,10 +100,101 @@ def test_mixed_precision_and_jit_compile_switches(tmp_path):
 
 
 def test_a_diverging_run_stops_keeps_its_folder_and_exits_1(tmp_path, capsys):
+    # No divergence_factor: `zoo train` guards every run.
     spec = {"backbone": {"name": "small_cnn"}, "head": {"classes": 10},
-            "solver": {"base_lr": 5000.0, "epochs": 3, "divergence_factor": 3.0}, "data": {"builtin": "digits"}}
+            "solver": {"base_lr": 5000.0, "epochs": 3}, "data": {"builtin": "digits"}}
     path = write_spec(tmp_path, spec)
     assert main(["train", str(path), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 1
-    assert "The run diverged: the loss" in capsys.readouterr().err
+    assert re.search(r"DivergenceGuard stopped the run: the loss (became nan|\S+ exceeded 10 x its first value "
+                     r"\S+) at step \d+ of epoch 1; weights "
+                     r"restored to the start of training\. Lower solver.base_lr \(now 5000; try 500\)\. "
+                     r"No epoch finished before it, so there are no best weights\.", capsys.readouterr().err)
     assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["finished"]
     assert (tmp_path / "run" / "model.keras").exists()
+
+
+def test_a_divergence_in_a_later_stage_names_it_and_keeps_the_best_weights(tmp_path):
+    spec = {"backbone": {"name": "small_cnn"}, "head": {"classes": 10}, "data": {"builtin": "digits"},
+            "solver": {"base_lr": 0.05, "epochs": 1, "batch_size": 64},
+            "stages": [{"name": "warm"}, {"name": "hot", "solver": {"base_lr": 5000.0}}]}
+    result = train(spec, run_dir=tmp_path / "run", verbose=0)
+    assert re.search(r"stopped stage 2 'hot': the loss (became nan|\S+ exceeded 10 x its first value \S+) "
+                     r"at step \d+ of epoch 2; weights restored "
+                     r"to the start of training\. Lower stages\[1\].solver.base_lr \(now 5000; try 500\)\. "
+                     r"The best weights \(epoch 1, val_loss=[\d.]+\) are kept in .*best.weights.h5", result.diverged)
+    assert result.history["stage"].tolist() == ["warm"]
+    saved = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    best = keras.models.clone_model(saved)
+    best.load_weights(tmp_path / "run" / "best.weights.h5")
+    for a, b in zip(saved.get_weights(), best.get_weights()):
+        np.testing.assert_array_equal(a, b)
+        assert np.isfinite(a).all()
+
+
+LOCK_PROBE = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    sys.exit(3)
+"""
+
+
+class ProbeLock(keras.callbacks.Callback):
+    """Asks another process, during training, whether the run folder is locked."""
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.run_dir, self.codes = run_dir, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        probe = subprocess.run([sys.executable, "-c", LOCK_PROBE, str(self.run_dir)])
+        self.codes.append(probe.returncode)
+
+
+def test_two_processes_never_train_in_one_run_folder(tmp_path):
+    spec = {"backbone": {"name": "small_cnn"}, "head": {"classes": 10},
+            "solver": {"base_lr": 0.01, "epochs": 1}, "data": {"builtin": "digits"}}
+    run_dir = tmp_path / "run"
+    probe = ProbeLock(run_dir)
+    train(spec, run_dir=run_dir, verbose=0, callbacks=[probe])
+    assert probe.codes == [3]  # the folder was locked while it trained
+    # Another process holds the folder: this one is refused and changes nothing.
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_PROBE.replace("LOCK_EX | fcntl.LOCK_NB", "LOCK_EX")
+                               + "print('locked', flush=True); sys.stdin.read()", str(run_dir)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+        with pytest.raises(RunError, match=f"Another process is training in {run_dir}"):
+            train(spec, run_dir=run_dir, overwrite=True, verbose=0)
+        assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+    finally:
+        holder.communicate("")
+
+
+class Interrupt(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_files_are_never_written_through_a_planted_link(tmp_path):
+    spec = {"backbone": {"name": "small_cnn"}, "head": {"classes": 10},
+            "solver": {"base_lr": 0.01, "epochs": 2}, "data": {"builtin": "digits"}}
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(spec, run_dir=run_dir, verbose=0, callbacks=[Interrupt()])
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (run_dir / "model.keras").symlink_to(victim)
+    for options in ({"resume": True}, {"overwrite": True}):
+        with pytest.raises(RunError, match=r"has symbolic links where the run writes its files \(model.keras\)"):
+            train(spec, run_dir=run_dir, verbose=0, **options)
+    assert victim.read_text() == "precious"
+    # What a run writes replaces a link, never its target.
+    link = tmp_path / "link.csv"
+    link.symlink_to(victim)
+    write_atomically(str(link), lambda path: open(path, "w").write("new"))
+    assert victim.read_text() == "precious" and not link.is_symlink() and link.read_text() == "new"
