@@ -224,3 +224,13 @@ def test_the_cli_says_which_tier_ran(tmp_path, capsys):
     assert main(["validate", str(bad)]) == 1
     assert f"1 error in {bad}:\n  $.head.classes: 4, but the data has 10 classes" in capsys.readouterr().err
     assert json.loads(bad.read_text())["head"] == {"classes": 4}
+
+
+def test_tune_checks_the_spec_before_any_trial(tmp_path):
+    from zoo.tune import tune
+
+    spec = spec_with(head={"classes": 4}, search={"tuner": "random", "max_trials": 2, "space": {
+        "solver.base_lr": {"type": "float", "min": 0.001, "max": 0.1}}})
+    with pytest.raises(SpecError, match=r"\$.head.classes: 4, but the data has 10 classes"):
+        tune(spec, directory=tmp_path / "search", verbose=0)
+    assert not (tmp_path / "search").exists()

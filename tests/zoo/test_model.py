@@ -1,3 +1,5 @@
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -205,3 +207,10 @@ def test_backbone_from_a_weights_file_and_from_a_cut_keras_model(tmp_path):
     assert "conv3" not in [l.name for l in cut.layers]
     np.testing.assert_array_equal(ops.convert_to_numpy(cut.get_layer("conv2").kernel),
                                   ops.convert_to_numpy(saved.get_layer("conv2").kernel))
+
+
+def test_every_hidden_activation_the_schema_allows_is_a_keras_activation():
+    from zoo.spec import schema_text
+
+    names = json.loads(schema_text())["properties"]["head"]["properties"]["hidden_activation"]["enum"]
+    assert all(callable(keras.activations.get(name)) for name in names)
