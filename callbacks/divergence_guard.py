@@ -17,7 +17,7 @@ class DivergenceGuard(ResumableCallback):
     `factor` times the first step's loss (the classic "abort if the loss goes
     above 3x its initial value" rule of hyperparameter search). The model's and
     optimizer's variables are then put back to the end of the last complete
-    epoch (or the start of training, if it diverged in the first epoch).
+    epoch (or to where the fit started, if it diverged in its first epoch).
 
     Keras still ends the epoch it stopped (and validates it); the guard sets
     every value in that epoch's logs to NaN, so callbacks after it in the
@@ -71,6 +71,8 @@ class DivergenceGuard(ResumableCallback):
     def on_epoch_begin(self, epoch, logs=None):
         self._step_loss.reset()
         self._epoch = epoch
+        if self._last_good_epoch is None:
+            self._first_epoch = epoch  # where this fit started: the snapshot's epoch
 
     def on_train_batch_end(self, batch, logs=None):
         if self.diverged:
@@ -105,7 +107,7 @@ class DivergenceGuard(ResumableCallback):
             return
         _training_state.restore(self._last_good)
         where = (
-            "the start of training"
+            f"the start of epoch {self._first_epoch + 1}"
             if self._last_good_epoch is None
             else f"the end of epoch {self._last_good_epoch + 1}"
         )

@@ -24,7 +24,7 @@ def test_stops_a_run_with_a_huge_lr_and_keeps_the_initial_weights(digits, capsys
     assert len(history.history["loss"]) == 1  # stopped inside the first epoch
     for actual, expected in zip(model.get_weights(), initial):
         np.testing.assert_array_equal(actual, expected)
-    assert "weights restored to the start of training" in guard.reason
+    assert "weights restored to the start of epoch 1" in guard.reason
     assert "DivergenceGuard: stopped training: the loss" in capsys.readouterr().out
 
 

@@ -234,3 +234,14 @@ def test_tune_checks_the_spec_before_any_trial(tmp_path):
     with pytest.raises(SpecError, match=r"\$.head.classes: 4, but the data has 10 classes"):
         tune(spec, directory=tmp_path / "search", verbose=0)
     assert not (tmp_path / "search").exists()
+
+
+def test_validation_labels_must_be_training_classes(digit_folder, tmp_path):
+    names = {0: "zero", 1: "one"}
+    (tmp_path / "train.csv").write_text("path,label\n" + "\n".join(
+        f"digit_{d}/{i}.png,{names[d]}" for d in (0, 1) for i in range(10)) + "\n")
+    (tmp_path / "val.csv").write_text("path,label\ndigit_0/10.png,zero\ndigit_1/10.png,two\n")
+    spec = spec_with(head={"classes": 2}, data={
+        "csv": str(tmp_path / "train.csv"), "root": str(digit_folder), "image_size": [8, 8], "channels": 1,
+        "validation": {"csv": str(tmp_path / "val.csv"), "root": str(digit_folder)}})
+    refused(spec, tmp_path, "$.data.validation", r"1 label not among the training classes: .*val.csv:3: two")

@@ -107,7 +107,7 @@ def test_a_diverging_run_stops_keeps_its_folder_and_exits_1(tmp_path, capsys):
     assert main(["train", str(path), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 1
     assert re.search(r"DivergenceGuard stopped the run: the loss (became nan|\S+ exceeded 10 x its first value "
                      r"\S+) at step \d+ of epoch 1; weights "
-                     r"restored to the start of training\. Lower solver.base_lr \(now 5000; try 500\)\. "
+                     r"restored to the start of epoch 1\. Lower solver.base_lr \(now 5000; try 500\)\. "
                      r"No epoch finished before it, so there are no best weights\.", capsys.readouterr().err)
     assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["finished"]
     assert (tmp_path / "run" / "model.keras").exists()
@@ -120,7 +120,7 @@ def test_a_divergence_in_a_later_stage_names_it_and_keeps_the_best_weights(tmp_p
     result = train(spec, run_dir=tmp_path / "run", verbose=0)
     assert re.search(r"stopped stage 2 'hot': the loss (became nan|\S+ exceeded 10 x its first value \S+) "
                      r"at step \d+ of epoch 2; weights restored "
-                     r"to the start of training\. Lower stages\[1\].solver.base_lr \(now 5000; try 500\)\. "
+                     r"to the start of epoch 2\. Lower stages\[1\].solver.base_lr \(now 5000; try 500\)\. "
                      r"The best weights \(epoch 1, val_loss=[\d.]+\) are kept in .*best.weights.h5", result.diverged)
     assert result.history["stage"].tolist() == ["warm"]
     saved = keras.saving.load_model(tmp_path / "run" / "model.keras")
