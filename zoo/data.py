@@ -43,13 +43,13 @@ def load_data(data, seed, channels, classes=None, preprocess=None):
     listed in `ImageData.skipped`.
     """
     channels = data.channels or channels
+    bad = BadFiles(data.on_bad_file)
     if data.builtin:
         (x, y), (x_val, y_val) = load_digits(validation_split=data.validation_split, seed=seed)
         kept = list(data.classes or range(10))
         train, validation = _only(x, y, kept), _only(x_val, y_val, kept)
-        names, decode, bad = [str(c) for c in kept], None, BadFiles(data.on_bad_file)
+        names, decode = [str(c) for c in kept], None
     else:
-        bad = BadFiles(data.on_bad_file)
         paths, labels, names = read_source(data, "$.data", bad, classes)
         if data.validation is not None:
             train = (paths, labels)
