@@ -103,6 +103,8 @@ def read_spec(source):
                         name) from None
     except RecursionError:
         raise SpecError([("$", f"nested too deeply (a spec is at most {MAX_DEPTH} levels deep)")], name) from None
+    except ValueError as error:  # an integer of thousands of digits
+        raise SpecError([("$", f"not a spec: {error}")], name) from None
     return spec, os.path.dirname(os.path.abspath(name)), name
 
 
@@ -149,7 +151,7 @@ def value_errors(spec):
         elif isinstance(value, float) and not math.isfinite(value):
             errors.append((json_path(path), f"{value} is not a number a spec can hold; expected a finite number"))
         elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
-            errors.append((json_path(path), f"{value:.3e} is larger than any field allows"))
+            errors.append((json_path(path), "an integer beyond 2^63 - 1 in size; no field allows one"))
     return sorted(set(errors))
 
 

@@ -27,7 +27,7 @@ EXAMPLES = {name: json.loads(open(os.path.join(SPECS, name)).read())
 FUZZ = settings(derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-scalars = (st.none() | st.booleans() | st.integers() | st.integers(-10**30, 10**30)
+scalars = (st.none() | st.booleans() | st.integers() | st.integers(-10**400, 10**400)
            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20)
            | st.sampled_from(["", "\x00", "\ud800", "../..", "imagenet", "é" * 300, "digits", "small_cnn"]))
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
@@ -122,6 +122,8 @@ def test_mutated_example_specs_give_only_spec_errors(spec):
     (b"[" * 1000 + b"]" * 1000, "nested"),
     (b'{"backbone": ' + b"[" * 100000 + b"]" * 100000 + b"}", "nested"),
     (b'{"head": {"classes": NaN}}', "not a number a spec can hold"),
+    (b'{"seed": ' + b"9" * 5000 + b"}", "Exceeds the limit"),
+    (b'{"seed": ' + b"9" * 400 + b"}", r"\$.seed: an integer beyond 2\^63 - 1 in size; no field allows one"),
     (b"", "not valid JSON"),
 ])
 def test_files_that_are_not_specs(tmp_path, content, expected):
