@@ -9,6 +9,7 @@ process, whether a run starts at epoch 0 or resumes at `e`.
 
 import math
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -37,10 +38,13 @@ def load_data(data, seed, channels, classes=None, preprocess=None):
             `normalization: "backbone"`.
 
     Unreadable or corrupt images, missing files, empty class folders,
-    listing lines without a label and labels out of range are bad files:
-    with `data.on_bad_file: "error"` they raise one `SpecError` (a count and
-    the first paths of each kind); with `"skip"` they are left out and
-    listed in `ImageData.skipped`.
+    listing lines without a label, negative labels and labels unknown to
+    the training data are bad files (`PROBLEMS`): with `data.on_bad_file:
+    "error"` they raise one `SpecError` (a count and the first paths of
+    each kind); with `"skip"` they are left out and listed in
+    `ImageData.skipped`. Integer labels of `classes` or more are an error
+    of `head.classes` either way, as is a training or validation set left
+    empty.
     """
     channels = data.channels or channels
     bad = BadFiles(data.on_bad_file)
@@ -60,12 +64,32 @@ def load_data(data, seed, channels, classes=None, preprocess=None):
         validation = bad.readable(*validation, "$.data.validation" if data.validation else "$.data", channels)
         decode = _decoder(data.image_size, channels)
     bad.check()
+    for part, where, (paths, _) in (("training", "$.data", train),
+                                    ("validation", "$.data.validation" if data.validation else "$.data.validation_split",
+                                     validation)):
+        if len(paths) == 0:
+            raise SpecError([(where, f"no {part} images: {len(train[0]) + len(validation[0])} usable in all, "
+                                     f"{len(bad.skipped)} bad files skipped")])
     return ImageData(data, seed, channels, train, validation, names, decode, preprocess, bad.skipped)
+
+
+# Each kind of bad file, and its plural.
+PROBLEMS = {
+    "unreadable or corrupt image": "unreadable or corrupt images",
+    "empty class folder": "empty class folders",
+    "missing file": "missing files",
+    "line without a label": "lines without a label",
+    "negative label": "negative labels",
+    "label not among the training classes": "labels not among the training classes",
+    "class folder not among the training classes": "class folders not among the training classes",
+    "line": "lines",
+}
 
 
 class BadFiles:
     """The bad files found while reading a data source, by the JSON path of
-    the source and the kind of problem; `check` raises them or skips them."""
+    the source and the kind of problem (a key of `PROBLEMS`); `check`
+    raises them, unless they are to be skipped."""
 
     SHOWN = 3  # paths shown per kind of problem
 
@@ -89,25 +113,27 @@ class BadFiles:
         return [(item, problem) for (_, problem), items in self.found.items() for item in items]
 
     def check(self):
+        """Raise the bad files as one `SpecError`, unless they are to be skipped."""
         if not self.found or self.on_bad_file == "skip":
             return
-        errors = []
-        for (where, problem), items in self.found.items():
-            shown = ", ".join(items[: self.SHOWN]) + (f" and {len(items) - self.SHOWN} more"
-                                                       if len(items) > self.SHOWN else "")
-            errors.append((where, f"{len(items)} {problem}{'s' if len(items) != 1 else ''}: {shown}"))
+        errors = [(where, _counted(problem, items)) for (where, problem), items in self.found.items()]
         errors.append(("$.data.on_bad_file", "fix or remove the files above, or set \"skip\" to train without them"))
         raise SpecError(errors)
 
 
 def summary_of_skipped(skipped):
-    """One line on the files `on_bad_file: "skip"` left out."""
+    """One line on the files `on_bad_file: "skip"` left out (`ImageData.skipped`)."""
     kinds = {}
-    for path, problem in skipped:
-        kinds.setdefault(problem, []).append(path)
-    return "Skipped " + "; ".join(f"{len(paths)} ({problem}): {', '.join(paths[:BadFiles.SHOWN])}"
-                                  + (" ..." if len(paths) > BadFiles.SHOWN else "")
-                                  for problem, paths in kinds.items())
+    for item, problem in skipped:
+        kinds.setdefault(problem, []).append(item)
+    return "Skipped " + "; ".join(_counted(problem, items) for problem, items in kinds.items())
+
+
+def _counted(problem, items):
+    """'2 missing files: a, b' (and how many more than `BadFiles.SHOWN`)."""
+    more = f" and {len(items) - BadFiles.SHOWN} more" if len(items) > BadFiles.SHOWN else ""
+    return (f"{len(items)} {problem if len(items) == 1 else PROBLEMS[problem]}: "
+            f"{', '.join(items[:BadFiles.SHOWN])}{more}")
 
 
 class ImageData:
@@ -220,10 +246,11 @@ def read_source(source, where, bad, classes=None, class_names=None):
     """`(paths, labels, class_names)` of a folder, listing or CSV `Source`
     at JSON path `where`, its bad files added to `bad` (`BadFiles`).
 
-    Labels that are not integers are class names, numbered in sorted order
-    (or by `class_names`, for validation data). Integer labels (Caffe
-    listings) keep their values, which must lie in `[0, classes)`; their
-    class names are `"0" ... str(max label)`."""
+    Labels that are not integers are class names, numbered in sorted order.
+    Integer labels (Caffe listings) keep their values, which must lie in
+    `[0, classes)`; their class names are `"0" ... str(max label)`.
+    Validation data (`class_names` given) is labelled as the training data
+    was: by those names."""
     if source.folder:
         rows = _folder_rows(source.folder, where, bad, class_names)
     elif source.listing:
@@ -231,15 +258,19 @@ def read_source(source, where, bad, classes=None, class_names=None):
     else:
         rows = _csv_rows(source, where, bad)
     numeric = not source.folder and all(_is_integer(label) for _, label, _ in rows)
+    if class_names is not None:
+        numeric = numeric and class_names == [str(i) for i in range(len(class_names))]
     names = class_names or sorted({label for _, label, _ in rows})
     index = {name: i for i, name in enumerate(names)}
-    paths, labels = [], []
+    paths, labels, too_large = [], [], []
     for path, label, line in rows:
         if numeric:
             value = int(label)
-            if value < 0 or (classes is not None and value >= classes):
-                bad.add(where, f"label out of range [0, {classes})", f"{line}: {value}")
+            if value < 0:
+                bad.add(where, "negative label", f"{line}: {value}")
                 continue
+            if classes is not None and value >= classes:
+                too_large.append(f"{line}: {value}")
         elif label in index:
             value = index[label]
         else:
@@ -250,15 +281,20 @@ def read_source(source, where, bad, classes=None, class_names=None):
             continue
         paths.append(path)
         labels.append(value)
+    if too_large:
+        # Not a bad file to skip: the head has too few outputs, or a label is a typo.
+        raise SpecError([("$.head.classes", f"{classes}, but {source.listing or source.csv} has labels of "
+                                            f"{classes} or more: {_counted('line', too_large)}")])
     if numeric and class_names is None:
         names = [str(i) for i in range(max(labels, default=-1) + 1)]
     if not paths:
+        bad.check()  # the reasons, when there are bad files
         raise SpecError([(where, f"no usable images in {source.folder or source.listing or source.csv}")])
     return np.array(paths), np.array(labels, dtype="int32"), names
 
 
 def _is_integer(label):
-    return str(label).lstrip("-").isdigit()
+    return re.fullmatch(r"-?[0-9]+", str(label)) is not None
 
 
 def _class_folders(root):
@@ -268,7 +304,10 @@ def _class_folders(root):
 def _folder_rows(root, where, bad, class_names):
     """`(path, class name, path)` of every image in a class-per-folder tree."""
     rows = []
-    for name in class_names or _class_folders(root):
+    found = _class_folders(root)
+    for name in sorted(set(found) - set(class_names or found)):
+        bad.add(where, "class folder not among the training classes", os.path.join(root, name))
+    for name in class_names or found:
         folder = os.path.join(root, name)
         images = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES)) \
             if os.path.isdir(folder) else []
@@ -299,7 +338,8 @@ def _csv_rows(source, where, bad):
     """`(path, label, "csv:line")` of every row of a CSV file."""
     root = source.root or os.path.dirname(source.csv)
     try:
-        frame = pd.read_csv(source.csv, dtype=str, keep_default_na=False)
+        # Blank lines kept, so that row i is line i + 2 of the file.
+        frame = pd.read_csv(source.csv, dtype=str, keep_default_na=False, skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise SpecError([(f"{where}.csv", f"{source.csv} is not a readable CSV file: {error}")]) from None
     for key in ("path_column", "label_column"):
@@ -311,6 +351,8 @@ def _csv_rows(source, where, bad):
     for number, (path, label) in enumerate(frame[[source.path_column, source.label_column]].itertuples(index=False),
                                            start=2):  # line 1 is the header
         here = f"{source.csv}:{number}"
+        if not path.strip() and not label.strip():
+            continue
         if not label.strip():
             bad.add(where, "line without a label", here)
             continue

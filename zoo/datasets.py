@@ -2,6 +2,8 @@
 
 import numpy as np
 
+DIGITS_SIZE = (8, 8)  # scikit-learn's digits: 8x8 gray images
+
 
 def load_digits(validation_split=0.2, seed=0):
     """scikit-learn's bundled 8x8 digits as `((x_train, y_train), (x_val, y_val))`.

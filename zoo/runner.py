@@ -119,7 +119,7 @@ class Runner:
         optimizer; returns the `lr_mult` table."""
         stage = self.spec.stages[index]
         table, lr_mult, decay_mult = configure_layers(self.model, stage.frozen, stage.slow,
-                                                      _stage_path(self.spec.stages, index))
+                                                      stage_path(self.spec.stages, index))
         with self.strategy.scope():
             compile_stage(self.model, stage.solver, lr_mult, decay_mult)
         self._stage = (index, table)
@@ -360,14 +360,14 @@ def _check_selectors(model, stages):
         for key in ("frozen", "slow"):
             for position, group in enumerate(getattr(stage, key)):
                 try:
-                    selected_layers(model, group, _stage_path(stages, index) + [key, position])
+                    selected_layers(model, group, stage_path(stages, index) + [key, position])
                 except SpecError as error:
                     errors += error.errors
     if errors:
         raise SpecError(list(dict.fromkeys(errors)))
 
 
-def _stage_path(stages, index):
+def stage_path(stages, index):
     """Where a stage's fields are in the JSON spec (top level for a single stage)."""
     return ["stages", index] if len(stages) > 1 else []
 

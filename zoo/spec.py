@@ -19,6 +19,7 @@ import jsonschema
 
 from zoo import search_space
 from zoo.backbones import get_backbone
+from zoo.datasets import DIGITS_SIZE
 from zoo.sections import Spec, spec_from_json
 from zoo.solver import lr_schedule
 
@@ -31,6 +32,8 @@ MOVED_TO_TOP = {"solver": ("mixed_precision",), "data": ("seed",)}
 MAX_DEPTH = 32
 # No field holds a larger integer; bigger ones overflow C integers downstream.
 MAX_INTEGER = 2**63 - 1
+# Weights between the head's Dense layers (float32: 2 GB).
+MAX_HEAD_WEIGHTS = 500_000_000
 
 
 class SpecError(ValueError):
@@ -115,7 +118,10 @@ def load_spec(source):
     directory for a dict). A `search` section is checked too. Raises
     `SpecError` listing every problem found.
     """
-    if isinstance(source, Spec):
+    if isinstance(source, Spec):  # built in Python: its name still becomes a folder
+        errors = _name_errors(source.name)
+        if errors:
+            raise SpecError(errors)
         return source
     return spec_from_json(validated_json(source))
 
@@ -184,6 +190,7 @@ def semantic_errors(spec, base_dir):
     """What JSON Schema cannot say: the rules between fields."""
     errors = _name_errors(spec.get("name"))
     errors += _backbone_errors(spec["backbone"], base_dir)
+    errors += _head_errors(spec["head"])
     errors += _data_errors(spec["data"], spec["backbone"], base_dir)
     errors += _selector_errors(spec.get("frozen", []), ["frozen"])
     errors += _selector_errors(spec.get("slow", []), ["slow"])
@@ -209,6 +216,16 @@ def semantic_errors(spec, base_dir):
                            f"all stages: give every stage the first stage's monitor {first_monitor[0]!r} "
                            f"and mode {first_monitor[1]!r}"))
     return errors
+
+
+def _head_errors(head):
+    """A head whose Dense layers alone would not fit in memory."""
+    widths = list(head.get("hidden", [])) + [head["classes"]]
+    weights = sum(a * b for a, b in zip(widths, widths[1:]))
+    if weights > MAX_HEAD_WEIGHTS:
+        return [("$.head", f"its hidden layers and classifier hold {weights:,} weights (besides the first "
+                           f"layer's); at most {MAX_HEAD_WEIGHTS:,} fit a GPU: use fewer or narrower layers")]
+    return []
 
 
 def _name_errors(name):
@@ -280,6 +297,10 @@ def _data_errors(data, backbone, base_dir):
             is_folder = key in ("folder", "root")
             if key in section and not _exists(section[key], base_dir, os.path.isdir if is_folder else os.path.isfile):
                 errors.append((f"{path}.{key}", f"no such {'folder' if is_folder else 'file'}: {section[key]}"))
+    crop = data.get("augment", {}).get("random_crop")
+    size = data.get("image_size") or (DIGITS_SIZE if "builtin" in data else None)
+    if crop and size and (crop[0] > size[0] or crop[1] > size[1]):
+        errors.append(("$.data.augment.random_crop", f"{crop} is larger than the images, {list(size)}"))
     if data.get("normalization") == "backbone" and "name" not in backbone:
         errors.append(("$.data.normalization", "\"backbone\" needs a registry backbone (`backbone.name`)"))
     return errors

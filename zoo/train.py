@@ -12,13 +12,13 @@ import pandas as pd
 from callbacks._files import leftovers, write_atomically
 from zoo.checkpoint import Checkpoint
 from zoo.data import summary_of_skipped
-from zoo.runner import Runner
+from zoo.runner import Runner, stage_path
 from zoo.sections import differences, to_dict
-from zoo.spec import load_spec, naming
+from zoo.spec import json_path, load_spec, naming
 
 # Every file `train` writes in a run folder; --overwrite removes these alone.
 RUN_FILES = ("spec.json", "history.csv", "lr_per_step.csv", "best.weights.h5", "model.keras",
-             "curves.png", "lr.png")
+             "curves.png", "lr.png", "skipped_files.csv")
 CHECKPOINT_DIR = "checkpoint"
 # `zoo train` stops a run whose loss is NaN or this many times its first
 # value (a solver's `divergence_factor` overrides it). Looser than a
@@ -46,6 +46,8 @@ class TrainResult:
         run_dir: The run folder; `paths` names the files in it.
         diverged: Why `DivergenceGuard` stopped the run (the stage, epoch
             and step, what to try, where the best weights are), or None.
+        skipped: `[(file, problem)]` of the bad files that
+            `data.on_bad_file: "skip"` left out (also `skipped_files.csv`).
     """
 
     history: pd.DataFrame
@@ -57,6 +59,7 @@ class TrainResult:
     run_dir: str
     paths: dict
     diverged: str = None
+    skipped: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -136,26 +139,32 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
     best weights and says so in `TrainResult.diverged`.
 
     Run folder: `spec.json` (the typed spec written out), `history.csv`
-    and `lr_per_step.csv` (written at every epoch end), `best.weights.h5`, `checkpoint/` (the last finished epoch),
-    and at the end `model.keras` (on the best weights), `curves.png` and
-    `lr.png`. An interrupted run (Ctrl-C) still gets its plots.
+    and `lr_per_step.csv` (written at every epoch end), `best.weights.h5`,
+    `checkpoint/` (the last finished epoch), `skipped_files.csv` (when
+    bad files were skipped), and at the end `model.keras` (on the best
+    weights), `curves.png` and `lr.png`. An interrupted run (Ctrl-C) still
+    gets its plots.
     """
     source, spec = spec, load_spec(spec)
     run_dir = os.path.abspath(run_dir or os.path.join("runs", spec.name))
     paths = {name: os.path.join(run_dir, name) for name in RUN_FILES}
     checkpoint = Checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
     # Checked before the (slow) build, so that a refusal comes at once ...
-    _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite)
+    if os.path.isdir(run_dir):
+        with _RunLock(run_dir):
+            _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite)
     log = _RunFiles(paths)
     runner = Runner(spec, checkpoint=checkpoint, best_path=paths["best.weights.h5"], on_epoch_end=log.write,
                     divergence_factor=DIVERGENCE_FACTOR, unsafe=unsafe)
     with naming(source):
         model = runner.build()  # a spec that cannot build fails here, before the folder is touched
     if verbose and runner.data.skipped:
-        print(summary_of_skipped(runner.data.skipped))
+        print(f"{summary_of_skipped(runner.data.skipped)} (all in skipped_files.csv)")
     with _RunLock(run_dir):
-        # ... and again under the lock: another process may have used the folder meanwhile.
+        # ... and again: another process may have used the folder meanwhile.
         state = _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite)
+        for stale in leftovers(run_dir):  # of a write that a crash cut short
+            os.remove(stale)
         log.keep_rows(state["lr_rows"] if state else 0)
         if state is None:
             # Files of the run replaced by --overwrite, or of one that never finished an epoch.
@@ -164,7 +173,10 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
                     os.remove(path)
             shutil.rmtree(checkpoint.directory, ignore_errors=True)
             os.makedirs(checkpoint.directory)  # the folder now holds a run
-            write_atomically(paths["spec.json"], lambda path: _write_json(path, to_dict(spec)))
+            write_json(paths["spec.json"], to_dict(spec))
+            if runner.data.skipped:
+                skipped = pd.DataFrame(runner.data.skipped, columns=["file", "problem"])
+                write_atomically(paths["skipped_files.csv"], lambda path: skipped.to_csv(path, index=False))
         elif verbose:
             print(f"Resuming {run_dir} after epoch {state['epoch']}.")
         if verbose:
@@ -183,22 +195,21 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
             print(f"\nBest epoch {outcome.best_epoch + 1}: {outcome.monitor}={outcome.best:.4f}.")
         print(f"Run folder: {run_dir}")
     return TrainResult(log.history(), log.lr_per_step(), outcome.best_epoch, outcome.monitor, outcome.best,
-                       model, run_dir, paths, diverged)
+                       model, run_dir, paths, diverged, runner.data.skipped)
 
 
 def _divergence_message(spec, outcome, paths):
     """What went wrong, where, what to try, and what was kept."""
     index = outcome.diverged_stage
     stage = spec.stages[index]
-    where = f"stage {index + 1} '{stage.name}'" if len(spec.stages) > 1 else "the run"
-    solver_path = f"stages[{index}].solver" if len(spec.stages) > 1 else "solver"
+    number = f" {index + 1} of {len(spec.stages)}" if len(spec.stages) > 1 else ""
     lr = stage.solver.base_lr
-    advice = (f"Lower {solver_path}.base_lr (now {lr:g}; try {lr / 10:g})" if lr is not None
-              else f"Lower the learning rate of {solver_path}")
     kept = (f"The best weights (epoch {outcome.best_epoch + 1}, {outcome.monitor}={outcome.best:.4g}) are kept "
             f"in {paths['best.weights.h5']} and {paths['model.keras']}." if outcome.best_epoch is not None
             else "No epoch finished before it, so there are no best weights.")
-    return f"DivergenceGuard stopped {where}: {outcome.diverged}. {advice}. {kept}"
+    return (f"DivergenceGuard stopped stage{number} '{stage.name}': {outcome.diverged}. Lower "
+            f"{json_path(stage_path(spec.stages, index) + ['solver', 'base_lr'])} (now {lr:g}; try {lr / 10:g}). "
+            f"{kept}")
 
 
 class _RunLock:
@@ -253,8 +264,6 @@ def _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite):
     if changed:
         raise RunError(f"Cannot resume {run_dir}: the spec differs from its spec.json at "
                        f"{', '.join(changed)}. Resume with the same spec, or start again with --overwrite.")
-    for stale in leftovers(run_dir):
-        os.remove(stale)
     if state and state.get("finished"):
         raise RunError(f"{run_dir} holds a finished run ({len(state.get('history', []))} epochs); "
                        "nothing to resume. Start it again with --overwrite.")
@@ -302,9 +311,13 @@ def _read_csv(path, columns):
     return pd.read_csv(path) if os.path.exists(path) else pd.DataFrame(columns=columns)
 
 
-def _write_json(path, data):
-    with open(path, "w") as f:
-        json.dump(data, f, indent=2)
+def write_json(target, data):
+    """`data` as indented JSON in `target`, written whole or not at all."""
+    def write(path):
+        with open(path, "w") as f:
+            json.dump(data, f, indent=2)
+
+    write_atomically(target, write)
 
 
 def _plot_curves(history, path):

@@ -9,10 +9,12 @@ import keras
 import keras_tuner as kt
 import pandas as pd
 
+from callbacks._files import write_atomically
 from zoo.runner import Runner
 from zoo.search_space import declare, flat, refined_space, trial_spec, with_defaults
 from zoo.sections import spec_from_json
 from zoo.spec import SpecError, naming, validated_json
+from zoo.train import write_json
 
 TUNERS = {
     "random": kt.RandomSearch,
@@ -179,9 +181,8 @@ def tune(spec, directory=None, refine=False, verbose=1, unsafe=False):
     best_spec = trial_spec(spec_json, best_hp)
     best_score = tuner.oracle.get_best_trials(1)[0].score
     paths = {name: os.path.join(directory, name) for name in ("trials.csv", "best_spec.json", "scores.png")}
-    table.to_csv(paths["trials.csv"], index=False)
-    with open(paths["best_spec.json"], "w") as f:
-        json.dump(best_spec, f, indent=2)
+    write_atomically(paths["trials.csv"], lambda path: table.to_csv(path, index=False))
+    write_json(paths["best_spec.json"], best_spec)
     _plot_scores(table, search.space, paths["scores.png"], tuner.oracle.objective.name)
     if verbose:
         print(table.drop(columns=["message"]).to_string(index=False))
@@ -246,5 +247,4 @@ def _plot_scores(table, space, path, objective):
         axes.set_xlabel(name)
         axes.set_ylabel(objective)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-
+    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=100, format="png"))

@@ -174,7 +174,11 @@ def test_a_corrupt_image_is_reported_or_skipped(digit_folder, tmp_path):
     checked = validate(folder_spec(root, on_bad_file="skip"))
     assert sorted(problem for _, problem in checked.data.skipped) == ["unreadable or corrupt image"] * 2
     assert checked.data.train_size + len(checked.data._validation[0]) == 24
-    assert "Skipped 2 (unreadable or corrupt image)" in checked.summary()
+    assert "Skipped 2 unreadable or corrupt images: " in checked.summary()
+    result = train(folder_spec(root, on_bad_file="skip"), run_dir=tmp_path / "skipping", verbose=0)
+    assert sorted(result.skipped) == sorted(checked.data.skipped)
+    listed = (tmp_path / "skipping" / "skipped_files.csv").read_text().splitlines()
+    assert listed[0] == "file,problem" and len(listed) == 3 and "broken.jpg" in "".join(listed)
 
 
 def test_class_folders_against_the_head(digit_folder, tmp_path):
@@ -190,18 +194,37 @@ def test_class_folders_against_the_head(digit_folder, tmp_path):
 def test_listing_faults_name_their_lines(digit_folder, tmp_path):
     listing = tmp_path / "train.txt"
     lines = [f"digit_{label}/{i}.png {label}" for label in (0, 1) for i in range(12)]
-    lines[3] = "digit_0/3.png 7"          # label out of range
+    lines[3] = "digit_0/3.png -1"         # a negative label
     lines[5] = "digit_0/missing.png 0"    # no such file
+    lines[6] = "digit_0/gone.png 0"       # no such file
     lines[7] = "digit_0/7.png"            # no label
     listing.write_text("\n".join(lines) + "\n")
     spec = spec_with(head={"classes": 2}, data={"listing": str(listing), "root": str(digit_folder),
                                                 "image_size": [8, 8], "channels": 1})
-    error = refused(spec, tmp_path, "$.data", r"1 label out of range \[0, 2\): .*train.txt:4: 7")
+    error = refused(spec, tmp_path, "$.data", r"1 negative label: .*train.txt:4: -1")
     text = str(error)
-    assert "1 missing file: " in text and "missing.png" in text
+    assert re.search(r"2 missing files: \S+missing.png, \S+gone.png", text)
     assert re.search(r"1 line without a label: .*train.txt:8", text)
     skipped = validate({**spec, "data": {**spec["data"], "on_bad_file": "skip"}}).data.skipped
-    assert len(skipped) == 3
+    assert len(skipped) == 4
+
+
+def test_integer_labels_beyond_the_head_are_a_head_error_not_bad_files(digit_folder, tmp_path):
+    listing = tmp_path / "train.txt"
+    lines = [f"digit_{label}/{i}.png {label}" for label in (0, 1) for i in range(12)]
+    lines[2] = "digit_0/2.png 7"  # a typo, or a head too small
+    listing.write_text("\n".join(lines) + "\n")
+    data = {"listing": str(listing), "root": str(digit_folder), "image_size": [8, 8], "channels": 1}
+    for on_bad_file in ("error", "skip"):
+        refused(spec_with(head={"classes": 2}, data={**data, "on_bad_file": on_bad_file}), tmp_path,
+                "$.head.classes", r"2, but \S+train.txt has labels of 2 or more: 1 line: \S+train.txt:3: 7")
+    refused(spec_with(head={"classes": 9}, data=data), tmp_path, "$.head.classes",
+            r"9, but the data has 8 classes \(0, 1, 2, 3, 4, 5, 6, 7\)")
+
+
+def test_a_validation_split_that_leaves_no_images(digit_folder, tmp_path):
+    refused(folder_spec(digit_folder, validation_split=0.01), tmp_path, "$.data.validation_split",
+            r"no validation images: 24 usable in all")
 
 
 def test_a_csv_without_the_label_column(digit_folder, tmp_path):

@@ -194,3 +194,16 @@ def test_a_run_name_is_a_plain_name(name):
     with pytest.raises(SpecError, match=r"\$.name: "):
         load_spec({**minimal(), "name": name})
     assert load_spec({**minimal(), "name": "résumé run-2.1"}).name == "résumé run-2.1"
+
+
+@pytest.mark.parametrize("change, path, message", [
+    ({"distribute": "multi_worker"}, "$.distribute", "'multi_worker' is not one of ['mirrored']"),
+    ({"data": {"builtin": "digits", "augment": {"random_crop": [9, 8]}}}, "$.data.augment.random_crop",
+     "[9, 8] is larger than the images, [8, 8]"),
+    ({"head": {"classes": 100000, "hidden": [16384]}}, "$.head", "1,638,400,000 weights"),
+    ({"head": {"classes": 10, "hidden": [8] * 17}}, "$.head.hidden", "is too long"),
+])
+def test_what_would_fail_later_is_refused_now(change, path, message):
+    with pytest.raises(SpecError) as caught:
+        load_spec({**minimal(), **change})
+    assert any(where == path and message in text for where, text in caught.value.errors), caught.value.errors

@@ -105,9 +105,9 @@ def test_a_diverging_run_stops_keeps_its_folder_and_exits_1(tmp_path, capsys):
             "solver": {"base_lr": 5000.0, "epochs": 3}, "data": {"builtin": "digits"}}
     path = write_spec(tmp_path, spec)
     assert main(["train", str(path), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 1
-    assert re.search(r"DivergenceGuard stopped the run: the loss (became nan|\S+ exceeded 10 x its first value "
-                     r"\S+) at step \d+ of epoch 1; weights "
-                     r"restored to the start of epoch 1\. Lower solver.base_lr \(now 5000; try 500\)\. "
+    assert re.search(r"DivergenceGuard stopped stage 'train': the loss (became nan|\S+ exceeded 10 x its first "
+                     r"value \S+) at step \d+ of epoch 1; weights "
+                     r"restored to the start of epoch 1\. Lower \$.solver.base_lr \(now 5000; try 500\)\. "
                      r"No epoch finished before it, so there are no best weights\.", capsys.readouterr().err)
     assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["finished"]
     assert (tmp_path / "run" / "model.keras").exists()
@@ -118,9 +118,9 @@ def test_a_divergence_in_a_later_stage_names_it_and_keeps_the_best_weights(tmp_p
             "solver": {"base_lr": 0.05, "epochs": 1, "batch_size": 64},
             "stages": [{"name": "warm"}, {"name": "hot", "solver": {"base_lr": 5000.0}}]}
     result = train(spec, run_dir=tmp_path / "run", verbose=0)
-    assert re.search(r"stopped stage 2 'hot': the loss (became nan|\S+ exceeded 10 x its first value \S+) "
+    assert re.search(r"stopped stage 2 of 2 'hot': the loss (became nan|\S+ exceeded 10 x its first value \S+) "
                      r"at step \d+ of epoch 2; weights restored "
-                     r"to the start of epoch 2\. Lower stages\[1\].solver.base_lr \(now 5000; try 500\)\. "
+                     r"to the start of epoch 2\. Lower \$.stages\[1\].solver.base_lr \(now 5000; try 500\)\. "
                      r"The best weights \(epoch 1, val_loss=[\d.]+\) are kept in .*best.weights.h5", result.diverged)
     assert result.history["stage"].tolist() == ["warm"]
     saved = keras.saving.load_model(tmp_path / "run" / "model.keras")
@@ -166,9 +166,11 @@ def test_two_processes_never_train_in_one_run_folder(tmp_path):
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
+        (run_dir / ".tmp-in-flight.h5").write_text("the other process is writing this")
         before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
-        with pytest.raises(RunError, match=f"Another process is training in {run_dir}"):
-            train(spec, run_dir=run_dir, overwrite=True, verbose=0)
+        for options in ({"overwrite": True}, {"resume": True}):
+            with pytest.raises(RunError, match=f"Another process is training in {run_dir}"):
+                train(spec, run_dir=run_dir, verbose=0, **options)
         assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
     finally:
         holder.communicate("")
