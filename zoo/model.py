@@ -111,7 +111,7 @@ def load_weights_file(model, path, where):
     try:
         model.load_weights(path)
     except Exception as error:
-        raise SpecError([(where, f"{path} does not fit {model.name}: "
+        raise SpecError([(where, f"{path} cannot be loaded into {model.name}: "
                                  f"{_first_mismatch(model, path) or _first_line(str(error))}")]) from None
 
 

@@ -110,7 +110,8 @@ def build_model(spec, stage=0, unsafe=False):
     """The spec's model, compiled for `stage` (0-based), for users who call
     `model.fit` themselves (its optimizer follows the stage's LR schedule)."""
     runner = Runner(load_spec(spec), unsafe=unsafe)
-    runner.build()
+    with naming(spec):
+        runner.build()
     runner.enter_stage(stage)
     return runner.model
 
@@ -158,8 +159,6 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
                     divergence_factor=DIVERGENCE_FACTOR, unsafe=unsafe)
     with naming(source):
         model = runner.build()  # a spec that cannot build fails here, before the folder is touched
-    if verbose and runner.data.skipped:
-        print(f"{summary_of_skipped(runner.data.skipped)} (all in skipped_files.csv)")
     with _RunLock(run_dir):
         # ... and again: another process may have used the folder meanwhile.
         state = _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite)
@@ -179,6 +178,8 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
                 write_atomically(paths["skipped_files.csv"], lambda path: skipped.to_csv(path, index=False))
         elif verbose:
             print(f"Resuming {run_dir} after epoch {state['epoch']}.")
+        if verbose and runner.data.skipped:
+            print(f"{summary_of_skipped(runner.data.skipped)} (all in {paths['skipped_files.csv']})")
         if verbose:
             model.summary(line_length=100)
         try:

@@ -77,7 +77,7 @@ def test_weights_of_another_architecture_name_the_first_mismatching_layer(tmp_pa
     weights = str(tmp_path / "rgb.weights.h5")
     get_backbone("small_cnn").build(input_shape=(8, 8, 3)).save_weights(weights)
     error = refused(spec_with(backbone={"name": "small_cnn", "weights": weights}), tmp_path, "$.backbone.weights",
-                    r"does not fit small_cnn: layer 'conv1' has weights \[\(3, 3, 1, 32\)\] in the model "
+                    r"cannot be loaded into small_cnn: layer 'conv1' has weights \[\(3, 3, 1, 32\)\] in the model "
                     r"but \[\(3, 3, 3, 32\)\] in the file")
     assert len(str(error)) < 400
 

@@ -61,13 +61,16 @@ def swapped_type(value):
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, int):
-        return float(value) if value % 2 else str(value)
+        return float(value) if value % 2 and abs(value) < 2**53 else str(value)
     if isinstance(value, float):
         return [value]
     if isinstance(value, str):
         return {"value": value}
     if isinstance(value, (list, dict)):
-        return json.dumps(value)
+        try:
+            return json.dumps(value)
+        except RecursionError:  # the 1,000-deep nesting of an earlier mutation
+            return "deep"
     return 0
 
 
