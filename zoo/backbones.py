@@ -48,9 +48,10 @@ class Backbone:
     def build(self, weights=None, input_shape=None):
         """The backbone without its classifier, as a functional `keras.Model`.
 
-        `weights`: `"imagenet"`, a path to a weights file, or `None`.
-        The model's output is its feature layer. An input below the
-        model's minimum size is a `ValueError`.
+        `weights`: `"imagenet"` or `None` (`zoo.model.build_trunk` loads a
+        weights file, naming the first layer that does not fit). The
+        model's output is its feature layer. An input below the model's
+        minimum size is a `ValueError`.
         """
         input_shape = tuple(input_shape or self.input_size)
         if not self.pretrained:
@@ -58,10 +59,7 @@ class Backbone:
                 raise ValueError(f"Backbone {self.name!r} has no ImageNet weights.")
             model = small_cnn(input_shape, classes=1)
             # Keep only the convolutional trunk: the head is the spec's to add.
-            trunk = keras.Model(model.input, model.get_layer("relu3").output, name=self.name)
-            if weights is not None:
-                trunk.load_weights(weights)
-            return trunk
+            return keras.Model(model.input, model.get_layer("relu3").output, name=self.name)
         return self.constructor(include_top=False, weights=weights, input_shape=input_shape)
 
 

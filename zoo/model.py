@@ -62,7 +62,7 @@ def build_trunk(backbone, unsafe=False):
         trunk = entry.build(weights=None if from_file else backbone.weights, input_shape=backbone.input_shape)
     except ValueError as error:  # keras.applications checks the input size and channels
         where = "$.backbone.input_shape" if "input" in str(error).lower() else "$.backbone"
-        raise SpecError([(where, f"{entry.name}: {_first_line(str(error))}")]) from None
+        raise SpecError([(where, f"{entry.name}: {first_line(str(error))}")]) from None
     except Exception as error:
         if "URL fetch failure" not in str(error):
             raise
@@ -92,14 +92,14 @@ def load_saved_model(path, unsafe=False):
             reason = (f"{path} has a Lambda layer: loading it would run the Python code stored in the "
                       "file. Refused; if you trust the file, pass --unsafe (unsafe=True).")
         elif path.endswith(".keras"):
-            reason = f"{path} is not a readable .keras model (truncated, or another format): {_first_line(text)}"
+            reason = f"{path} is not a readable .keras model (truncated, or another format): {first_line(text)}"
         elif path.endswith((".h5", ".hdf5")) and not h5py.is_hdf5(path):
             reason = f"{path} is not an HDF5 file (truncated, or another format)"
         elif path.endswith((".h5", ".hdf5")):
-            reason = (f"{path} is not a whole Keras model ({_first_line(text)}); a weights-only file goes "
+            reason = (f"{path} is not a whole Keras model ({first_line(text)}); a weights-only file goes "
                       "in backbone.weights with a registry backbone.name")
         else:
-            reason = f"{path}: a saved model must be a .keras file (or a legacy .h5); {_first_line(text)}"
+            reason = f"{path}: a saved model must be a .keras file (or a legacy .h5); {first_line(text)}"
         raise SpecError([("$.backbone.model", reason)]) from None
 
 
@@ -112,13 +112,17 @@ def load_weights_file(model, path, where):
         model.load_weights(path)
     except Exception as error:
         raise SpecError([(where, f"{path} cannot be loaded into {model.name}: "
-                                 f"{_first_mismatch(model, path) or _first_line(str(error))}")]) from None
+                                 f"{_first_mismatch(model, path) or first_line(str(error))}")]) from None
 
 
 def _first_mismatch(model, path):
     """The first layer of `model` whose weights the file lacks or shapes
-    differently, in words; None if none is found."""
-    stored = _stored_shapes(path)
+    differently, in words; None if none is found (or the file's layout is
+    not one Keras writes)."""
+    try:
+        stored = _stored_shapes(path)
+    except (OSError, KeyError, ValueError):
+        return None
     for layer in model.layers:
         shapes = [tuple(w.shape) for w in layer.weights]
         if not shapes:
@@ -135,8 +139,8 @@ def _stored_shapes(path):
     Keras 3 layout (`.../vars` groups named by layer) or the legacy one."""
     shapes = {}
     with h5py.File(path, "r") as f:
-        if "layer_names" in f.attrs:  # legacy .h5
-            root = f["model_weights"] if "model_weights" in f else f
+        root = f["model_weights"] if "model_weights" in f else f  # a whole legacy model keeps them there
+        if "layer_names" in root.attrs:  # legacy .h5
             for name in root.attrs["layer_names"]:
                 name = name.decode() if isinstance(name, bytes) else name
                 group = root[name]
@@ -152,7 +156,8 @@ def _stored_shapes(path):
     return shapes
 
 
-def _first_line(text, limit=200):
+def first_line(text, limit=200):
+    """The first line of an error message, at most `limit` characters."""
     line = text.strip().splitlines()[0] if text.strip() else text
     return line if len(line) <= limit else line[:limit] + "..."
 

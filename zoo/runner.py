@@ -10,7 +10,7 @@ import tensorflow as tf
 from callbacks import BestWeights, DivergenceGuard, PlateauDecay, lr_per_step
 from zoo.backbones import get_backbone
 from zoo.data import load_data
-from zoo.model import HEAD_PREFIX, build_network, compile_stage, configure_layers, selected_layers
+from zoo.model import HEAD_PREFIX, build_network, compile_stage, configure_layers, first_line, selected_layers
 from zoo.sections import Stage, to_dict
 from zoo.spec import SpecError
 
@@ -345,7 +345,7 @@ def _image_errors(model, image_shape):
     try:
         shape = keras.Model(model.input, pool.input).compute_output_shape((1, *image_shape))
     except ValueError as error:
-        shape, reason = None, str(error).splitlines()[0]
+        shape, reason = None, first_line(str(error))
     if shape is None or any(size is not None and size < 1 for size in shape[1:]):
         return [("$.data.image_size", f"images of {image_shape} are too small for the backbone: "
                                       f"{reason if shape is None else f'its features would be {shape[1:]}'}")]

@@ -106,8 +106,8 @@ def read_spec(source):
                         name) from None
     except RecursionError:
         raise SpecError([("$", f"nested too deeply (a spec is at most {MAX_DEPTH} levels deep)")], name) from None
-    except ValueError as error:  # an integer of thousands of digits
-        raise SpecError([("$", f"not a spec: {error}")], name) from None
+    except ValueError:  # Python's json refuses integers of more than 4,300 digits
+        raise SpecError([("$", "holds an integer of thousands of digits; no field allows one")], name) from None
     return spec, os.path.dirname(os.path.abspath(name)), name
 
 

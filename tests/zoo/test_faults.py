@@ -268,3 +268,14 @@ def test_validation_labels_must_be_training_classes(digit_folder, tmp_path):
         "csv": str(tmp_path / "train.csv"), "root": str(digit_folder), "image_size": [8, 8], "channels": 1,
         "validation": {"csv": str(tmp_path / "val.csv"), "root": str(digit_folder)}})
     refused(spec, tmp_path, "$.data.validation", r"1 label not among the training classes: .*val.csv:3: two")
+
+
+def test_an_hdf5_file_that_is_not_keras_weights(tmp_path):
+    import h5py
+
+    path = tmp_path / "other.weights.h5"
+    with h5py.File(path, "w") as f:
+        f.create_group("vars").attrs["name"] = "conv1"  # a Keras-like group with no numbered weights
+        f["vars"]["kernel"] = np.zeros(3)
+    refused(spec_with(backbone={"name": "small_cnn", "weights": str(path)}), tmp_path, "$.backbone.weights",
+            rf"{re.escape(str(path))} cannot be loaded into small_cnn: ")
