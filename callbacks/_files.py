@@ -2,6 +2,7 @@
 
 import glob
 import os
+import shutil
 import tempfile
 
 TEMPORARY = ".tmp-"
@@ -23,6 +24,28 @@ def write_atomically(target, write):
             os.remove(temporary)
 
 
+def write_folder_atomically(target, write):
+    """`write(path)` to a new temporary folder beside `target`, then put it
+    in `target`'s place (replacing a previous `target` folder)."""
+    directory = os.path.dirname(os.path.abspath(target))
+    temporary = tempfile.mkdtemp(dir=directory, prefix=TEMPORARY, suffix=os.path.basename(target))
+    try:
+        write(temporary)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        os.replace(temporary, target)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def remove(path):
+    """Remove a file or a folder."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.remove(path)
+
+
 def leftovers(directory):
-    """Temporary files of writes that never finished (a crash or a kill)."""
+    """Temporary files and folders of writes that never finished (a crash or a kill)."""
     return glob.glob(os.path.join(directory, f"{TEMPORARY}*"))

@@ -22,14 +22,20 @@ def _validate(args):
 def _list(args):
     from zoo.backbones import list_backbones
 
-    rows = [(e.name, "x".join(map(str, e.input_size)), e.module,
-             "imagenet" if e.pretrained else "-") for e in list_backbones(args.pattern)]
-    if not rows:
-        print(f"No backbone matches {args.pattern!r}.", file=sys.stderr)
+    try:
+        entries = list_backbones(args.pattern, args.source)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    if not entries:
+        print(f"No backbone matches {args.pattern!r}" + (f" in {args.source}" if args.source else "")
+              + "; `zoo list` shows them all.", file=sys.stderr)
         return 1
     import pandas as pd
 
-    table = pd.DataFrame(rows, columns=["name", "input", "module", "weights"])
+    rows = [(e.source, e.name, e.family, "x".join(map(str, e.input_size)) if e.input_size else "-",
+             f"{e.params / 1e6:.1f}M" if e.params else "-", e.pretrained or "-") for e in entries]
+    table = pd.DataFrame(rows, columns=["source", "name", "family", "input", "params", "weights"])
     print(table.to_string(index=False))
     return 0
 
@@ -87,8 +93,11 @@ def build_parser():
     _unsafe_flag(validate)
     validate.set_defaults(run=_validate)
 
-    listing = commands.add_parser("list", help="the backbone registry as a table")
-    listing.add_argument("pattern", nargs="?", default="*", help="name filter (glob), e.g. 'resnet*'")
+    listing = commands.add_parser(
+        "list", help="the backbones a spec can name: keras.applications models and KerasHub presets")
+    listing.add_argument("pattern", nargs="?",
+                         help="part of the name, any case (resnet); a glob when it holds * ? [ (resnet5*)")
+    listing.add_argument("--source", help="only keras.applications, keras_hub or zoo")
     listing.set_defaults(run=_list)
 
     training = commands.add_parser("train", help="run a spec and write its run folder")

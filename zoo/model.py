@@ -4,14 +4,14 @@ import difflib
 import fnmatch
 import re
 
-import h5py
 import keras
 import pandas as pd
 from keras import layers
 
 from zoo import solver as solvers
-from zoo.backbones import get_backbone
-from zoo.spec import SELECTOR_KEYS, SpecError, json_path
+from zoo.errors import SpecError, json_path
+from zoo.optimizers import plain_copy
+from zoo.spec import SELECTOR_KEYS
 
 HEAD_PREFIX = "head_"
 
@@ -38,137 +38,27 @@ def filler(config):
     raise ValueError(f"Unknown filler type {kind!r}")
 
 
-def build_trunk(backbone, unsafe=False):
-    """The `Backbone` section as a functional model ending at its feature layer.
-
-    Every way this can fail is a `SpecError` naming the file or field: a
-    `.keras` file that is truncated or not a model, one whose Lambda layers
-    would run Python code on loading (refused unless `unsafe`), a weights
-    file that is corrupt or of another architecture, an input below the
-    backbone's minimum, and ImageNet weights that cannot be downloaded.
-    """
-    if backbone.model:
-        saved = load_saved_model(backbone.model, unsafe)
-        names = [layer.name for layer in saved.layers]
-        if backbone.cut_at not in names:
-            close = difflib.get_close_matches(backbone.cut_at, names, n=3)
-            raise SpecError([(json_path(["backbone", "cut_at"]),
-                              f"no layer {backbone.cut_at!r} in {backbone.model}; "
-                              f"close: {', '.join(close) or 'none'}")])
-        return keras.Model(saved.inputs, saved.get_layer(backbone.cut_at).output, name="trunk")
-    entry = get_backbone(backbone.name)
-    from_file = backbone.weights not in (None, "imagenet")
-    try:
-        trunk = entry.build(weights=None if from_file else backbone.weights, input_shape=backbone.input_shape)
-    except ValueError as error:  # keras.applications checks the input size and channels
-        where = "$.backbone.input_shape" if "input" in str(error).lower() else "$.backbone"
-        raise SpecError([(where, f"{entry.name}: {first_line(str(error))}")]) from None
-    except Exception as error:
-        if "URL fetch failure" not in str(error):
-            raise
-        raise SpecError([("$.backbone.weights", _no_download(entry.name, error))]) from None
-    if from_file:
-        load_weights_file(trunk, backbone.weights, "$.backbone.weights")
-    return trunk
-
-
-def _no_download(name, error):
-    url = re.search(r"URL fetch failure on (\S+): ", str(error))
-    url = url.group(1) if url else "the weights file"
-    return (f"the ImageNet weights of {name} are not in the Keras cache and cannot be downloaded "
-            f"(no network?). On a machine with a network, download {url} and set backbone.weights "
-            "to the file's path.")
-
-
-def load_saved_model(path, unsafe=False):
-    """The `.keras` (or legacy `.h5`) model in `path`, loaded without its
-    training config. Keras's safe mode refuses Lambda layers, whose code
-    would run on loading, unless `unsafe`."""
-    try:
-        return keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
-    except Exception as error:
-        text = str(error)
-        if "safe_mode" in text:
-            reason = (f"{path} has a Lambda layer: loading it would run the Python code stored in the "
-                      "file. Refused; if you trust the file, pass --unsafe (unsafe=True).")
-        elif path.endswith(".keras"):
-            reason = f"{path} is not a readable .keras model (truncated, or another format): {first_line(text)}"
-        elif path.endswith((".h5", ".hdf5")) and not h5py.is_hdf5(path):
-            reason = f"{path} is not an HDF5 file (truncated, or another format)"
-        elif path.endswith((".h5", ".hdf5")):
-            reason = (f"{path} is not a whole Keras model ({first_line(text)}); a weights-only file goes "
-                      "in backbone.weights with a registry backbone.name")
-        else:
-            reason = f"{path}: a saved model must be a .keras file (or a legacy .h5); {first_line(text)}"
-        raise SpecError([("$.backbone.model", reason)]) from None
-
-
-def load_weights_file(model, path, where):
-    """`model.load_weights(path)`; a file that is not HDF5 or that does not
-    fit `model` is a `SpecError` at `where` naming the first mismatching layer."""
-    if not h5py.is_hdf5(path):
-        raise SpecError([(where, f"{path} is not an HDF5 weights file (truncated, or another format)")])
-    try:
-        model.load_weights(path)
-    except Exception as error:
-        raise SpecError([(where, f"{path} cannot be loaded into {model.name}: "
-                                 f"{_first_mismatch(model, path) or first_line(str(error))}")]) from None
-
-
-def _first_mismatch(model, path):
-    """The first layer of `model` whose weights the file lacks or shapes
-    differently, in words; None if none is found (or the file's layout is
-    not one Keras writes)."""
-    try:
-        stored = _stored_shapes(path)
-    except (OSError, KeyError, ValueError):
-        return None
-    for layer in model.layers:
-        shapes = [tuple(w.shape) for w in layer.weights]
-        if not shapes:
-            continue
-        if layer.name not in stored:
-            return f"the file has no weights for layer {layer.name!r}"
-        if stored[layer.name] != shapes:
-            return f"layer {layer.name!r} has weights {shapes} in the model but {stored[layer.name]} in the file"
-    return None
-
-
-def _stored_shapes(path):
-    """`{layer name: [weight shapes]}` of a Keras weights file, in the
-    Keras 3 layout (`.../vars` groups named by layer) or the legacy one."""
-    shapes = {}
-    with h5py.File(path, "r") as f:
-        root = f["model_weights"] if "model_weights" in f else f  # a whole legacy model keeps them there
-        if "layer_names" in root.attrs:  # legacy .h5
-            for name in root.attrs["layer_names"]:
-                name = name.decode() if isinstance(name, bytes) else name
-                group = root[name]
-                weights = [w.decode() if isinstance(w, bytes) else w for w in group.attrs.get("weight_names", [])]
-                shapes[name] = [tuple(group[w].shape) for w in weights]
-            return shapes
-
-        def visit(name, item):
-            if isinstance(item, h5py.Group) and name.endswith("vars") and "name" in item.attrs:
-                shapes[item.attrs["name"]] = [tuple(item[key].shape) for key in sorted(item, key=int)]
-
-        f.visititems(visit)
-    return shapes
-
-
-def first_line(text, limit=200):
-    """The first line of an error message, at most `limit` characters."""
-    line = text.strip().splitlines()[0] if text.strip() else text
-    return line if len(line) <= limit else line[:limit] + "..."
-
-
 def add_head(features, head):
-    """The replacement classifier (a `Head` section) on top of `features`;
-    its layers are `head_*`."""
+    """The replacement classifier (a `Head` section) on top of `features`:
+    a feature map `(h, w, c)` or a transformer's token sequence `(tokens,
+    c)`. Its layers are `head_*`, and all are Keras's own, so a saved
+    network loads without this package."""
     x = features
-    if len(x.shape) > 2:
-        pool = {"avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D,
-                "flatten": layers.Flatten}[head.pooling]
+    if len(x.shape) == 3 and head.pooling == "token":
+        if x.shape[1] is None:
+            raise SpecError([("$.head.pooling", "\"token\" needs a fixed number of tokens; "
+                                                "set backbone.input_shape")])
+        # The first (class) token: crop the sequence to it, then drop its axis.
+        x = layers.Cropping1D((0, x.shape[1] - 1), name=f"{HEAD_PREFIX}token")(x)
+        x = layers.Flatten(name=f"{HEAD_PREFIX}pool")(x)
+    elif head.pooling == "token":
+        raise SpecError([("$.head.pooling", f"\"token\" takes the first token of a transformer's sequence, "
+                                            f"but the backbone's features have the shape {tuple(x.shape[1:])}: "
+                                            "use avg, max or flatten")])
+    elif len(x.shape) in (3, 4):
+        pool = {"avg": (layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D),
+                "max": (layers.GlobalMaxPooling1D, layers.GlobalMaxPooling2D),
+                "flatten": (layers.Flatten, layers.Flatten)}[head.pooling][len(x.shape) - 3]
         x = pool(name=f"{HEAD_PREFIX}pool")(x)
     init = dict(kernel_initializer=filler(head.weight_filler),
                 bias_initializer=filler(head.bias_filler))
@@ -182,10 +72,9 @@ def add_head(features, head):
                         name=f"{HEAD_PREFIX}classifier", dtype="float32", **init)(x)
 
 
-def build_network(backbone, head, name, unsafe=False):
-    """Backbone + head as one flat functional model (uncompiled)."""
-    trunk = build_trunk(backbone, unsafe)
-    return keras.Model(trunk.inputs, add_head(trunk.output, head), name=name)
+def build_network(trunk, head, name):
+    """A `zoo.backbones.Trunk` + head as one flat functional model (uncompiled)."""
+    return keras.Model(trunk.model.inputs, add_head(trunk.model.output, head), name=name)
 
 
 def selected_layers(model, group, path):
@@ -272,6 +161,17 @@ def configure_layers(model, frozen, slow, path=()):
                     decay_mult[weight.path] = decay
     table = pd.DataFrame(rows.values(), columns=["group", "lr_mult", "decay_mult", "layers", "trainable_params"])
     return table, lr_mult, decay_mult
+
+
+def portable(model):
+    """`model`'s network compiled with plain Keras parts, for `model.keras`:
+    `keras.saving.load_model` opens it where this package is not installed.
+    Its optimizer is the stage's, as its plain Keras class at the learning
+    rate it ended at (`optimizers.plain_copy`), without state; the
+    checkpoint keeps the zoo optimizer's."""
+    network = keras.Model(model.inputs, model.outputs, name=model.name)
+    network.compile(optimizer=plain_copy(model.optimizer), loss=model.loss, metrics=["accuracy"])
+    return network
 
 
 def compile_stage(model, solver, lr_mult, decay_mult):

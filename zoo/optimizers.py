@@ -107,3 +107,14 @@ def make_optimizer(name, learning_rate, lr_mult=None, decay_mult=None, weight_de
                    weight_decay=weight_decay, **options)
     return cls(learning_rate=learning_rate, lr_mult=lr_mult, decay_mult=decay_mult,
                decay=weight_decay, regularization_type=regularization_type, **options)
+
+
+def plain_copy(optimizer):
+    """The plain Keras optimizer behind a layerwise one: its class and
+    arguments at the learning rate it has now, without `lr_mult`,
+    `decay_mult` or Caffe's weight decay."""
+    base = next(cls for cls in type(optimizer).__mro__ if cls in _BASES.values())
+    config = {key: value for key, value in optimizer.get_config().items()
+              if key not in ("lr_mult", "decay_mult", "decay", "regularization_type")}
+    config["learning_rate"] = float(ops.convert_to_numpy(optimizer.learning_rate))
+    return base.from_config(config)

@@ -8,11 +8,11 @@ import keras
 import tensorflow as tf
 
 from callbacks import BestWeights, DivergenceGuard, PlateauDecay, lr_per_step
-from zoo.backbones import get_backbone
+from zoo.backbones import build_trunk
 from zoo.data import load_data
-from zoo.model import HEAD_PREFIX, build_network, compile_stage, configure_layers, first_line, selected_layers
+from zoo.errors import SpecError, first_line
+from zoo.model import HEAD_PREFIX, build_network, compile_stage, configure_layers, selected_layers
 from zoo.sections import Stage, to_dict
-from zoo.spec import SpecError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +84,7 @@ class Runner:
         self.divergence_factor = divergence_factor
         self.strategy = _strategy(spec.distribute)
         self.model = None
+        self.trunk = None  # the backbone's `zoo.backbones.Trunk`, built by `build`
         self.data = None  # the spec's `ImageData`, loaded by `build`
         self._stage = None  # (index, lr_mult table) of the stage the model is compiled for
 
@@ -105,7 +106,8 @@ class Runner:
             keras.mixed_precision.set_dtype_policy("mixed_float16")
         try:
             with self.strategy.scope():
-                model = build_network(spec.backbone, spec.head, spec.name, self.unsafe)
+                self.trunk = build_trunk(spec.backbone, self.unsafe)
+                model = build_network(self.trunk, spec.head, spec.name)
         finally:
             keras.mixed_precision.set_dtype_policy("float32")
         _check_selectors(model, spec.stages)
@@ -131,8 +133,18 @@ class Runner:
         spec = self.spec
         preprocess = None
         if spec.data.normalization == "backbone":
-            preprocess = get_backbone(spec.backbone.name).preprocess_input
-        data = load_data(spec.data, spec.seed, channels=self.model.input_shape[-1], classes=spec.head.classes,
+            preprocess = self.trunk.preprocess
+            if preprocess is None:
+                raise SpecError([("$.data.normalization", "\"backbone\": the preset has no image converter "
+                                                          "(image_converter.json) to say how its inputs are scaled; "
+                                                          "give {\"mean\", \"std\"} or \"none\"")])
+        sections = spec.data
+        if sections.image_size is None and self.trunk.image_size is not None:
+            sections = dataclasses.replace(sections, image_size=self.trunk.image_size)
+        if sections.image_size is None and not sections.builtin:
+            raise SpecError([("$.data.image_size", "required: the preset has no image converter "
+                                                   "(image_converter.json) that gives its image size")])
+        data = load_data(sections, spec.seed, channels=self.model.input_shape[-1], classes=spec.head.classes,
                          preprocess=preprocess)
         errors = _image_errors(self.model, data.image_shape)
         if len(data.class_names) != spec.head.classes:

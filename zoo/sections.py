@@ -21,13 +21,17 @@ from typing import Optional, Union
 
 @dataclasses.dataclass(frozen=True)
 class Backbone:
-    """A registry backbone (`name`, `weights`, `input_shape`) or a saved
-    `.keras` `model` cut at the layer `cut_at`."""
+    """Where the pretrained trunk comes from: exactly one of a
+    keras.applications `name` (with `weights`), a saved `.keras` `model`,
+    or a KerasHub `preset` (`zoo.backbones`). The head goes on the layer
+    `cut_at` (a pyramid level such as `"P4"` for a preset), by default on
+    the backbone's feature output."""
 
     name: Optional[str] = None
     weights: Optional[str] = None
     input_shape: Optional[tuple[int, ...]] = None
     model: Optional[str] = None
+    preset: Optional[str] = None
     cut_at: Optional[str] = None
 
 

@@ -18,8 +18,9 @@ import re
 import jsonschema
 
 from zoo import search_space
-from zoo.backbones import get_backbone
+from zoo import backbones
 from zoo.datasets import DIGITS_SIZE
+from zoo.errors import SpecError, json_path
 from zoo.sections import Spec, spec_from_json
 from zoo.solver import lr_schedule
 
@@ -34,20 +35,6 @@ MAX_DEPTH = 32
 MAX_INTEGER = 2**63 - 1
 # Weights between the head's Dense layers (float32: 2 GB).
 MAX_HEAD_WEIGHTS = 500_000_000
-
-
-class SpecError(ValueError):
-    """A spec that cannot run; `errors` lists `(json_path, message)` pairs."""
-
-    def __init__(self, errors, source=None):
-        self.errors = list(errors)
-        self.source = source
-        where = f" in {source}" if source else ""
-        lines = [f"  {path}: {message}" for path, message in self.errors]
-        count = len(self.errors)
-        super().__init__(
-            f"{count} error{'s' if count != 1 else ''}{where}:\n" + "\n".join(lines)
-        )
 
 
 @contextlib.contextmanager
@@ -74,10 +61,6 @@ def schema_validator():
         "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool))
     validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=strict_integers)
     return validator(json.loads(schema_text()))
-
-
-def json_path(parts):
-    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
 
 
 def read_spec(source):
@@ -248,33 +231,9 @@ def _exists(path, base_dir, kind=os.path.isfile):
 
 
 def _backbone_errors(backbone, base_dir):
-    path = ["backbone"]
-    has_name, has_model = "name" in backbone, "model" in backbone
-    if has_name == has_model:
-        return [(json_path(path), "give either `name` (a registry backbone) or `model` (a .keras file)")]
-    errors = []
-    if has_name:
-        try:
-            entry = get_backbone(backbone["name"])
-        except ValueError as error:
-            errors.append((json_path(path + ["name"]), str(error)))
-        else:
-            if backbone.get("weights") == "imagenet" and not entry.pretrained:
-                errors.append((json_path(path + ["weights"]), f"{entry.name} has no ImageNet weights"))
-        if "cut_at" in backbone:
-            errors.append((json_path(path + ["cut_at"]), "only with `model`"))
-        weights = backbone.get("weights")
-        if weights not in (None, "imagenet") and not _exists(weights, base_dir):
-            errors.append((json_path(path + ["weights"]), f"no such weights file: {weights}"))
-    else:
-        for key in ("weights", "input_shape"):
-            if key in backbone:
-                errors.append((json_path(path + [key]), "only with `name`; a saved model has its own"))
-        if not _exists(backbone["model"], base_dir):
-            errors.append((json_path(path + ["model"]), f"no such model file: {backbone['model']}"))
-        if "cut_at" not in backbone:
-            errors.append((json_path(path + ["cut_at"]), "required with `model`: the layer the new head goes on"))
-    return errors
+    """The backbone source's own checks (`zoo.backbones`)."""
+    return backbones.backbone_errors(
+        backbone, lambda path, folder=False: _exists(path, base_dir, os.path.isdir if folder else os.path.isfile))
 
 
 def _data_errors(data, backbone, base_dir):
@@ -282,7 +241,7 @@ def _data_errors(data, backbone, base_dir):
     sources = [key for key in ("builtin",) + FILE_SOURCES if key in data]
     if len(sources) != 1:
         errors.append(("$.data", f"give exactly one source: builtin, folder, listing or csv; got {sources or 'none'}"))
-    elif sources[0] != "builtin" and "image_size" not in data:
+    elif sources[0] != "builtin" and "image_size" not in data and not _knows(backbone, "has_image_size"):
         errors.append(("$.data.image_size", f"required with `{sources[0]}`: the size images are resized to"))
     if "validation" in data:
         given = [key for key in FILE_SOURCES if key in data["validation"]]
@@ -301,9 +260,16 @@ def _data_errors(data, backbone, base_dir):
     size = data.get("image_size") or (DIGITS_SIZE if "builtin" in data else None)
     if crop and size and (crop[0] > size[0] or crop[1] > size[1]):
         errors.append(("$.data.augment.random_crop", f"{crop} is larger than the images, {list(size)}"))
-    if data.get("normalization") == "backbone" and "name" not in backbone:
-        errors.append(("$.data.normalization", "\"backbone\" needs a registry backbone (`backbone.name`)"))
+    if data.get("normalization") == "backbone" and not _knows(backbone, "has_preprocessing"):
+        errors.append(("$.data.normalization", "\"backbone\" needs a backbone that knows its input "
+                                               "preprocessing (`backbone.name` or `backbone.preset`)"))
     return errors
+
+
+def _knows(backbone, what):
+    """Whether the backbone's source knows `what` (`has_preprocessing`, `has_image_size`)."""
+    keys = backbones.given_sources(backbone)
+    return len(keys) != 1 or getattr(backbones.SOURCES[keys[0]], what)  # several: reported already
 
 
 def _selector_errors(groups, path):
@@ -380,9 +346,8 @@ def resolve_paths(spec, base_dir):
     """The JSON spec with its file paths made absolute."""
     spec = copy.deepcopy(spec)
     backbone = spec["backbone"]
-    for key in ("model", "weights"):
-        if backbone.get(key) not in (None, "imagenet"):
-            backbone[key] = _resolve_path(backbone[key], base_dir)
+    for key in backbones.source_for(backbone).local_paths(backbone):
+        backbone[key] = _resolve_path(backbone[key], base_dir)
     for section in (spec["data"], spec["data"].get("validation", {})):
         for key in PATH_KEYS:
             if key in section:

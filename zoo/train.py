@@ -9,16 +9,17 @@ import shutil
 import keras
 import pandas as pd
 
-from callbacks._files import leftovers, write_atomically
+from callbacks._files import leftovers, remove, write_atomically, write_folder_atomically
 from zoo.checkpoint import Checkpoint
 from zoo.data import summary_of_skipped
+from zoo.model import portable
 from zoo.runner import Runner, stage_path
 from zoo.sections import differences, to_dict
 from zoo.spec import json_path, load_spec, naming
 
 # Every file `train` writes in a run folder; --overwrite removes these alone.
 RUN_FILES = ("spec.json", "history.csv", "lr_per_step.csv", "best.weights.h5", "model.keras",
-             "curves.png", "lr.png", "skipped_files.csv")
+             "curves.png", "lr.png", "skipped_files.csv", "preset")
 CHECKPOINT_DIR = "checkpoint"
 # `zoo train` stops a run whose loss is NaN or this many times its first
 # value (a solver's `divergence_factor` overrides it). Looser than a
@@ -163,13 +164,13 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
         # ... and again: another process may have used the folder meanwhile.
         state = _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite)
         for stale in leftovers(run_dir):  # of a write that a crash cut short
-            os.remove(stale)
+            remove(stale)
         log.keep_rows(state["lr_rows"] if state else 0)
         if state is None:
             # Files of the run replaced by --overwrite, or of one that never finished an epoch.
             for path in paths.values():
                 if os.path.exists(path):
-                    os.remove(path)
+                    remove(path)
             shutil.rmtree(checkpoint.directory, ignore_errors=True)
             os.makedirs(checkpoint.directory)  # the folder now holds a run
             write_json(paths["spec.json"], to_dict(spec))
@@ -186,7 +187,8 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
             outcome = runner.run(resume=state, callbacks=callbacks, verbose=verbose)
         finally:
             log.plot()  # also after Ctrl-C or a crash: the plots of the finished epochs
-        write_atomically(paths["model.keras"], model.save)
+        write_atomically(paths["model.keras"], portable(model).save)
+        not_written = _write_preset(runner, paths["preset"])
         checkpoint.update(finished=True)
     diverged = outcome.diverged and _divergence_message(spec, outcome, paths)
     if verbose:
@@ -194,9 +196,25 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
             print(f"\n{diverged}")
         if outcome.best_epoch is not None:
             print(f"\nBest epoch {outcome.best_epoch + 1}: {outcome.monitor}={outcome.best:.4f}.")
+        if not_written:
+            print(f"No KerasHub preset folder: {not_written}; model.keras holds the network.")
         print(f"Run folder: {run_dir}")
     return TrainResult(log.history(), log.lr_per_step(), outcome.best_epoch, outcome.monitor, outcome.best,
                        model, run_dir, paths, diverged, runner.data.skipped)
+
+
+def _write_preset(runner, folder):
+    """The fine-tuned network as a KerasHub preset folder, for a KerasHub
+    backbone; returns why none was written (None when it was, or when the
+    backbone is not KerasHub's)."""
+    writer = runner.trunk.preset
+    if writer is None:
+        return None
+    problem = writer.problem(runner.spec.head)
+    if problem is None:
+        write_folder_atomically(folder, lambda temporary: writer.write(
+            runner.model, runner.spec.head, runner.data.class_names, runner.data.image_shape[:2], temporary))
+    return problem
 
 
 def _divergence_message(spec, outcome, paths):

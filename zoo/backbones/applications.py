@@ -1,0 +1,256 @@
+"""The `name` source: every keras.applications model, plus a small CNN.
+
+Each entry knows how to build the model without its classifier, its default
+input size, its `preprocess_input`, and its feature layer (the layer the new
+head goes on). Names are matched ignoring case, `_` and `-`, so
+`mobilenet_v3_small`, `MobileNetV3Small` and `mobilenetv3small` are one entry.
+"""
+
+import dataclasses
+import difflib
+import re
+
+import h5py
+import keras
+
+from zoo.backbones import BackboneSource, Entry, Trunk, _plain, cut, register_source
+from zoo.errors import SpecError, first_line, json_path
+from zoo.small_cnn import small_cnn
+
+# The input side each model was trained on at ImageNet (224 unless listed).
+_INPUT_SIZE = {
+    "InceptionV3": 299, "InceptionResNetV2": 299, "Xception": 299, "NASNetLarge": 331,
+    "EfficientNetB1": 240, "EfficientNetB2": 260, "EfficientNetB3": 300,
+    "EfficientNetB4": 380, "EfficientNetB5": 456, "EfficientNetB6": 528,
+    "EfficientNetB7": 600, "EfficientNetV2B1": 240, "EfficientNetV2B2": 260,
+    "EfficientNetV2B3": 300, "EfficientNetV2S": 384, "EfficientNetV2M": 480,
+    "EfficientNetV2L": 480,
+}
+# Parameters without the classifier (`include_top=False`), as `count_params`
+# gives them in Keras 3.15: `python -m zoo.backbones.applications` prints
+# them afresh (about 90 s); tests/zoo/test_backbones.py checks a few.
+PARAMS = {
+    "ConvNeXtBase": 87566464, "ConvNeXtLarge": 196230336, "ConvNeXtSmall": 49454688,
+    "ConvNeXtTiny": 27820128, "ConvNeXtXLarge": 348147968, "DenseNet121": 7037504,
+    "DenseNet169": 12642880, "DenseNet201": 18321984, "EfficientNetB0": 4049571,
+    "EfficientNetB1": 6575239, "EfficientNetB2": 7768569, "EfficientNetB3": 10783535,
+    "EfficientNetB4": 17673823, "EfficientNetB5": 28513527, "EfficientNetB6": 40960143,
+    "EfficientNetB7": 64097687, "EfficientNetV2B0": 5919312, "EfficientNetV2B1": 6931124,
+    "EfficientNetV2B2": 8769374, "EfficientNetV2B3": 12930622, "EfficientNetV2L": 117746848,
+    "EfficientNetV2M": 53150388, "EfficientNetV2S": 20331360, "InceptionResNetV2": 54336736,
+    "InceptionV3": 21802784, "MobileNet": 3228864, "MobileNetV2": 2257984,
+    "MobileNetV3Large": 2996352, "MobileNetV3Small": 939120, "NASNetLarge": 84916818,
+    "NASNetMobile": 4269716, "ResNet101": 42658176, "ResNet101V2": 42626560,
+    "ResNet152": 58370944, "ResNet152V2": 58331648, "ResNet50": 23587712,
+    "ResNet50V2": 23564800, "VGG16": 14714688, "VGG19": 20024384, "Xception": 20861480,
+    "small_cnn": 28736,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Application:
+    """One `keras.applications` model (or `small_cnn`).
+
+    Attributes:
+        name: The registry name (the constructor's name, lower case).
+        constructor: `keras.applications` constructor (or `small_cnn`).
+        module: Where it lives, e.g. `keras.applications.resnet`.
+        input_size: Default `(height, width, channels)`.
+        preprocess_input: The model's own input preprocessing.
+        pretrained: Whether `weights="imagenet"` exists for it.
+    """
+
+    name: str
+    constructor: object
+    module: str
+    input_size: tuple
+    preprocess_input: object
+    pretrained: bool = True
+
+    def build(self, weights=None, input_shape=None):
+        """The backbone without its classifier, as a functional `keras.Model`.
+
+        `weights`: `"imagenet"` or `None` (the source loads a weights file,
+        naming the first layer that does not fit). The model's output is its
+        feature layer. An input below the model's minimum size is a
+        `ValueError`.
+        """
+        input_shape = tuple(input_shape or self.input_size)
+        if not self.pretrained:
+            if weights == "imagenet":
+                raise ValueError(f"Backbone {self.name!r} has no ImageNet weights.")
+            model = small_cnn(input_shape, classes=1)
+            # Keep only the convolutional trunk: the head is the spec's to add.
+            return keras.Model(model.input, model.get_layer("relu3").output, name=self.name)
+        return self.constructor(include_top=False, weights=weights, input_shape=input_shape)
+
+    def entry(self):
+        return Entry(source="keras.applications" if self.pretrained else "zoo", name=self.name,
+                     family=self.module.rsplit(".", 1)[-1], input_size=self.input_size[:2],
+                     params=PARAMS.get(self.constructor.__name__), pretrained="imagenet" if self.pretrained else "")
+
+
+def _identity(x, data_format=None):
+    return x
+
+
+def _discover():
+    registry = {}
+    for attr in dir(keras.applications):
+        constructor = getattr(keras.applications, attr)
+        if not attr[0].isupper() or not callable(constructor):
+            continue
+        # keras.src.applications.resnet -> the public keras.applications.resnet
+        module_name = constructor.__module__.rsplit(".", 1)[-1]
+        module = getattr(keras.applications, module_name)
+        side = _INPUT_SIZE.get(attr, 224)
+        registry[_plain(attr)] = Application(
+            name=attr.lower(),
+            constructor=constructor,
+            module=f"keras.applications.{module_name}",
+            input_size=(side, side, 3),
+            preprocess_input=module.preprocess_input,
+        )
+    registry["smallcnn"] = Application(
+        name="small_cnn",
+        constructor=small_cnn,
+        module="zoo.small_cnn",
+        input_size=(8, 8, 1),
+        preprocess_input=_identity,
+        pretrained=False,
+    )
+    return registry
+
+
+REGISTRY = _discover()
+
+
+def get_backbone(name):
+    """The `Application` called `name`; an unknown name lists the closest ones."""
+    entry = REGISTRY.get(_plain(str(name)))
+    if entry is not None:
+        return entry
+    close = difflib.get_close_matches(_plain(str(name)), list(REGISTRY), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(REGISTRY[c].name for c in close)}?" if close else ""
+    raise ValueError(
+        f"Unknown backbone {name!r}.{hint} `zoo list` shows all {len(REGISTRY)} "
+        "keras.applications backbones, and the KerasHub presets (`backbone.preset`)."
+    )
+
+
+@register_source
+class Applications(BackboneSource):
+    """`{"name": ..., "weights": "imagenet" | file | null, "input_shape": [h, w, c]}`."""
+
+    key = "name"
+    options = ("weights", "input_shape")
+
+    def errors(self, backbone, exists):
+        errors = []
+        try:
+            entry = get_backbone(backbone["name"])
+        except ValueError as error:
+            errors.append(("$.backbone.name", str(error)))
+        else:
+            if backbone.get("weights") == "imagenet" and not entry.pretrained:
+                errors.append(("$.backbone.weights", f"{entry.name} has no ImageNet weights"))
+        weights = backbone.get("weights")
+        if weights not in (None, "imagenet") and not exists(weights):
+            errors.append(("$.backbone.weights", f"no such weights file: {weights}"))
+        return errors
+
+    def local_paths(self, backbone):
+        return ["weights"] if backbone.get("weights") not in (None, "imagenet") else []
+
+    def build(self, backbone, unsafe=False):
+        entry = get_backbone(backbone.name)
+        from_file = backbone.weights not in (None, "imagenet")
+        try:
+            model = entry.build(weights=None if from_file else backbone.weights, input_shape=backbone.input_shape)
+        except ValueError as error:  # keras.applications checks the input size and channels
+            where = "$.backbone.input_shape" if "input" in str(error).lower() else "$.backbone"
+            raise SpecError([(where, f"{entry.name}: {first_line(str(error))}")]) from None
+        except Exception as error:
+            if "URL fetch failure" not in str(error):
+                raise
+            raise SpecError([("$.backbone.weights", _no_download(entry.name, error))]) from None
+        if from_file:
+            load_weights_file(model, backbone.weights, "$.backbone.weights")
+        return Trunk(cut(model, backbone.cut_at, "$.backbone.cut_at", entry.name), entry.preprocess_input)
+
+    def entries(self):
+        return [entry.entry() for entry in REGISTRY.values()]
+
+
+def _no_download(name, error):
+    url = re.search(r"URL fetch failure on (\S+): ", str(error))
+    url = url.group(1) if url else "the weights file"
+    return (f"the ImageNet weights of {name} are not in the Keras cache and cannot be downloaded "
+            f"(no network?). On a machine with a network, download {url} and set backbone.weights "
+            "to the file's path.")
+
+
+def load_weights_file(model, path, where):
+    """`model.load_weights(path)`; a file that is not HDF5 or that does not
+    fit `model` is a `SpecError` at `where` naming the first mismatching layer."""
+    if not h5py.is_hdf5(path):
+        raise SpecError([(where, f"{path} is not an HDF5 weights file (truncated, or another format)")])
+    try:
+        model.load_weights(path)
+    except Exception as error:
+        raise SpecError([(where, f"{path} cannot be loaded into {model.name}: "
+                                 f"{_first_mismatch(model, path) or first_line(str(error))}")]) from None
+
+
+def _first_mismatch(model, path):
+    """The first layer of `model` whose weights the file lacks or shapes
+    differently, in words; None if none is found (or the file's layout is
+    not one Keras writes)."""
+    try:
+        stored = _stored_shapes(path)
+    except (OSError, KeyError, ValueError):
+        return None
+    for layer in model.layers:
+        shapes = [tuple(w.shape) for w in layer.weights]
+        if not shapes:
+            continue
+        if layer.name not in stored:
+            return f"the file has no weights for layer {layer.name!r}"
+        if stored[layer.name] != shapes:
+            return f"layer {layer.name!r} has weights {shapes} in the model but {stored[layer.name]} in the file"
+    return None
+
+
+def _stored_shapes(path):
+    """`{layer name: [weight shapes]}` of a Keras weights file, in the
+    Keras 3 layout (`.../vars` groups named by layer) or the legacy one."""
+    shapes = {}
+    with h5py.File(path, "r") as f:
+        root = f["model_weights"] if "model_weights" in f else f  # a whole legacy model keeps them there
+        if "layer_names" in root.attrs:  # legacy .h5
+            for name in root.attrs["layer_names"]:
+                name = name.decode() if isinstance(name, bytes) else name
+                group = root[name]
+                weights = [w.decode() if isinstance(w, bytes) else w for w in group.attrs.get("weight_names", [])]
+                shapes[name] = [tuple(group[w].shape) for w in weights]
+            return shapes
+
+        def visit(name, item):
+            if isinstance(item, h5py.Group) and name.endswith("vars") and "name" in item.attrs:
+                shapes[item.attrs["name"]] = [tuple(item[key].shape) for key in sorted(item, key=int)]
+
+        f.visititems(visit)
+    return shapes
+
+
+def _count_params():
+    """`PARAMS` measured afresh: every model built without weights."""
+    counts = {}
+    for entry in sorted(REGISTRY.values(), key=lambda e: e.name):
+        counts[entry.constructor.__name__] = entry.build().count_params()
+        keras.backend.clear_session()
+    return counts
+
+
+if __name__ == "__main__":
+    print(_count_params())

@@ -1,0 +1,238 @@
+"""The `preset` source: a KerasHub image backbone.
+
+`preset` is what `keras_hub.models.Backbone.from_preset` takes: a built-in
+preset name (`resnet_50_imagenet`, downloaded once into the KerasHub
+cache), a `kaggle://`, `hf://`, `modelscope://` or `gs://` handle, or a
+local preset folder as `save_to_preset` writes it, which needs no network.
+The preset's own image converter (resize, rescale, mean/std) is the
+backbone's input preprocessing. The head goes on the backbone's feature
+output, on a named layer, or on a level of its feature pyramid (`"P4"`).
+
+keras_hub is imported when a preset is used or listed, not before.
+"""
+
+import difflib
+import functools
+import json
+import os
+import re
+import shlex
+
+import keras
+
+from zoo.backbones import BackboneSource, Entry, Trunk, cut, register_source
+from zoo.errors import SpecError, first_line
+
+HANDLE_SCHEMES = ("kaggle://", "hf://", "modelscope://", "gs://")
+PYRAMID_LEVEL = re.compile(r"P\d+")
+CLASS_NAMES = "class_names.json"
+# Which head pooling of the spec each KerasHub classifier head can take
+# (keyed by the class whose __init__ builds the head; others have heads of
+# their own, such as VGG's hidden layers).
+_CLASSIFIER_POOLING = {
+    "ImageClassifier": {"avg": "avg", "max": "max"},
+    "ViTImageClassifier": {"token": "token", "avg": "gap"},
+}
+
+
+def is_local(preset):
+    """Whether `preset` is a folder: a path, written with a `/` (`./my_preset`),
+    rather than a built-in name or a handle."""
+    return not preset.startswith(HANDLE_SCHEMES) and ("/" in preset or os.sep in preset)
+
+
+@functools.lru_cache(maxsize=1)
+def image_backbone_classes():
+    """KerasHub's image backbones: those of its image classifiers, and its
+    feature-pyramid backbones (DINOv2, DINOv3, ...), by class name."""
+    import keras_hub
+
+    pyramid = keras_hub.models.FeaturePyramidBackbone
+    classes = {task.backbone_cls for task in classifier_classes()}
+    classes |= {cls for cls in _public_classes() if issubclass(cls, pyramid) and cls is not pyramid}
+    return {cls.__name__: cls for cls in classes}
+
+
+@functools.lru_cache(maxsize=1)
+def builtin_presets():
+    """`{name: (backbone class name, metadata)}` of every built-in KerasHub preset."""
+    import keras_hub
+
+    backbones = [cls for cls in _public_classes() if issubclass(cls, keras_hub.models.Backbone)]
+    presets = {}
+    for cls in backbones:
+        if any(other is not cls and issubclass(other, cls) for other in backbones):
+            continue  # a base class: its `presets` are its subclasses'
+        for preset, info in cls.presets.items():
+            presets[preset] = (cls.__name__, info.get("metadata", {}))
+    return dict(sorted(presets.items()))
+
+
+def _listed_input_size(name, description):
+    """The input size a preset was trained at, as its description or name
+    says it (KerasHub's metadata has no field for it); None if neither does."""
+    found = (re.search(r"(\d{2,4}) ?x ?\d{2,4}", description) or re.search(r"image size (\d{2,4})", description)
+             or re.search(r"_r(\d{3})_", name) or re.search(r"_(\d{3,4})$", name))
+    return (int(found.group(1)),) * 2 if found else None
+
+
+@register_source
+class KerasHub(BackboneSource):
+    """`{"preset": name | handle | folder, "input_shape": [h, w, c], "cut_at": layer | "P4"}`."""
+
+    key = "preset"
+    options = ("input_shape",)
+    has_image_size = True  # its image converter's
+
+    def errors(self, backbone, exists):
+        preset = backbone["preset"]
+        if preset.startswith(HANDLE_SCHEMES):
+            return []
+        if is_local(preset):
+            return [] if exists(preset, folder=True) else [("$.backbone.preset", f"no such preset folder: {preset}")]
+        known = builtin_presets()
+        if preset not in known:
+            images = [name for name, (cls, _) in known.items() if cls in image_backbone_classes()]
+            close = ", ".join(difflib.get_close_matches(preset, images, n=3, cutoff=0.6))
+            return [("$.backbone.preset", f"no KerasHub preset {preset!r}" + (f"; did you mean {close}?" if close else "")
+                     + " `zoo list --source keras_hub` shows the image presets; a preset folder "
+                       "is a path (with a /).")]
+        family = known[preset][0]
+        if family not in image_backbone_classes():
+            return [("$.backbone.preset", f"{preset!r} is a {family} preset, not an image backbone; "
+                                          "`zoo list --source keras_hub` shows the image presets")]
+        return []
+
+    def local_paths(self, backbone):
+        return ["preset"] if is_local(backbone["preset"]) else []
+
+    def build(self, backbone, unsafe=False):
+        import keras_hub
+
+        preset = backbone.preset
+        options = {"image_shape": tuple(backbone.input_shape)} if backbone.input_shape else {}
+        try:
+            hub_backbone = keras_hub.models.Backbone.from_preset(preset, **options)
+        except Exception as error:
+            if options and isinstance(error, ValueError) and "shape" in str(error).lower():
+                raise SpecError([("$.backbone.input_shape", f"{preset}: {first_line(str(error))}")]) from None
+            raise SpecError([("$.backbone.preset", _cannot_load(preset, error))]) from None
+        inputs = hub_backbone.inputs
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise SpecError([("$.backbone.preset", f"{preset} is a {type(hub_backbone).__name__}, which takes "
+                                                   f"{len(inputs)} inputs, not one batch of images; zoo fine-tunes "
+                                                   "image backbones (`zoo list --source keras_hub`)")])
+        try:
+            converter = keras_hub.layers.ImageConverter.from_preset(preset)
+        except Exception:  # a preset folder saved without its image converter
+            converter = None
+        size = tuple(converter.image_size) if converter is not None and converter.image_size else None
+        return Trunk(_cut(hub_backbone, backbone.cut_at, preset), resized(converter, None), size,
+                     PresetWriter(hub_backbone, converter, backbone.cut_at))
+
+    def entries(self):
+        families = image_backbone_classes()
+        return [Entry(source="keras_hub", name=name, family=metadata.get("path", cls.lower()),
+                      input_size=_listed_input_size(name, metadata.get("description", "")),
+                      params=metadata.get("params"), pretrained="preset")
+                for name, (cls, metadata) in builtin_presets().items() if cls in families]
+
+
+def _cannot_load(preset, error):
+    """Why a preset did not load, and what to do."""
+    reason = first_line(str(error)) or type(error).__name__
+    if is_local(preset):
+        return (f"{preset} is not a KerasHub preset folder (config.json and model.weights.h5, as "
+                f"`save_to_preset` writes them): {reason}")
+    folder = re.sub(r"\W+", "_", preset.split("://")[-1]).strip("_")
+    download = (f"import keras_hub as h; p, d = {preset!r}, {folder!r}; h.models.Backbone.from_preset(p)"
+                ".save_to_preset(d); h.layers.ImageConverter.from_preset(p).save_to_preset(d)")
+    return (f"cannot download the KerasHub preset {preset!r} (no network?): {reason}. On a machine with a "
+            f"network, run: python -c {shlex.quote(download)}; then copy the folder {folder}/ here and set "
+            f"backbone.preset to its path.")
+
+
+def resized(converter, image_size):
+    """A copy of an image converter that resizes to `image_size` (None: it
+    only rescales; the input pipeline has resized already)."""
+    if converter is None:
+        return None
+    return type(converter).from_config({**converter.get_config(), "image_size": image_size})
+
+
+def _cut(backbone, cut_at, preset):
+    """The backbone ending at its feature output, the layer `cut_at`, or
+    its pyramid level `cut_at` ("P4")."""
+    names = {layer.name for layer in backbone.layers}
+    if cut_at is not None and PYRAMID_LEVEL.fullmatch(cut_at) and cut_at not in names:
+        levels = getattr(backbone, "pyramid_outputs", None) or {}
+        if cut_at not in levels:
+            has = f"its levels are {', '.join(levels)}" if levels else "it has no feature pyramid; cut at a layer"
+            raise SpecError([("$.backbone.cut_at", f"no pyramid level {cut_at!r} in {preset} "
+                                                   f"({type(backbone).__name__}): {has}")])
+        return keras.Model(backbone.inputs, levels[cut_at], name=backbone.name)
+    if cut_at is None and keras.tree.is_nested(backbone.output):
+        raise SpecError([("$.backbone.cut_at", f"{preset} has several outputs; give the layer or pyramid "
+                                               "level the head goes on")])
+    return cut(backbone, cut_at, "$.backbone.cut_at", preset)
+
+
+class PresetWriter:
+    """Saves a network fine-tuned from a KerasHub backbone as a preset folder
+    that `keras_hub.models.ImageClassifier.from_preset(folder)` loads.
+
+    That needs the network in the form of the backbone family's KerasHub
+    classifier: the backbone's whole output, pooled, dropout, one Dense
+    layer; `problem(head)` says when it is not.
+    """
+
+    def __init__(self, backbone, converter, cut_at):
+        self.backbone, self.converter, self.cut_at = backbone, converter, cut_at
+        tasks = [task for task in classifier_classes() if task.backbone_cls is type(backbone)]
+        self.task = tasks[0] if tasks else None
+
+    def problem(self, head):
+        """Why a network with `head` has no KerasHub classifier form; None if it has."""
+        if self.task is None:
+            return f"KerasHub has no image classifier for {type(self.backbone).__name__}"
+        name = self.task.__name__
+        if self.cut_at is not None:
+            return f"the backbone is cut at {self.cut_at!r}; {name} takes its whole output"
+        if head.hidden:
+            return f"the head has hidden layers; {name} has one Dense layer"
+        if self._pooling(head) is None:
+            return f"{name} has no {head.pooling!r} pooling"
+        return None
+
+    def _pooling(self, head):
+        head_owner = next(cls for cls in self.task.__mro__ if "__init__" in cls.__dict__).__name__
+        return _CLASSIFIER_POOLING.get(head_owner, {}).get(head.pooling)
+
+    def write(self, network, head, class_names, image_size, folder):
+        """Save `network` (whose head is `head`, trained on images of
+        `image_size`) in `folder`, with its class names in `class_names.json`.
+        Its image converter resizes to `image_size`."""
+        converter = resized(self.converter, tuple(image_size))
+        preprocessor = self.task.preprocessor_cls(image_converter=converter) if converter is not None else None
+        classifier = self.task(backbone=self.backbone, num_classes=head.classes, preprocessor=preprocessor,
+                               pooling=self._pooling(head), dropout=head.dropout,
+                               activation="softmax" if head.activation == "softmax" else None)
+        classifier.output_dense.set_weights(network.layers[-1].get_weights())
+        classifier.save_to_preset(folder)
+        with open(os.path.join(folder, CLASS_NAMES), "w") as f:
+            json.dump(list(class_names), f, indent=1)
+
+
+@functools.lru_cache(maxsize=1)
+def classifier_classes():
+    """KerasHub's image classifiers of one backbone family each."""
+    import keras_hub
+
+    return [cls for cls in _public_classes()
+            if issubclass(cls, keras_hub.models.ImageClassifier) and getattr(cls, "backbone_cls", None)]
+
+
+def _public_classes():
+    import keras_hub
+
+    return [cls for cls in vars(keras_hub.models).values() if isinstance(cls, type)]
