@@ -77,3 +77,26 @@ def fit_signature(model, dataset, callbacks, epochs, steps):
         "callbacks": zoo_callbacks,
         "trainable": [layer.name for layer in model.layers if layer.trainable and layer.weights],
     }
+
+
+def save_tiny_resnet_preset(folder, image_size=(32, 32)):
+    """A small KerasHub ResNet (random weights) and an ImageNet-style image
+    converter, written with `save_to_preset` as a downloaded preset is: the
+    offline stand-in for `resnet_18_imagenet`. Returns the folder."""
+    from keras_hub.layers import ResNetImageConverter
+    from keras_hub.models import ResNetBackbone
+
+    backbone = ResNetBackbone(input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 16],
+                              stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block",
+                              use_pre_activation=False, image_shape=(None, None, 3))
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    converter = ResNetImageConverter(image_size=image_size, scale=[1 / (255 * s) for s in std],
+                                     offset=[-m / s for m, s in zip(mean, std)])
+    backbone.save_to_preset(str(folder))
+    converter.save_to_preset(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_preset(tmp_path_factory):
+    return save_tiny_resnet_preset(tmp_path_factory.mktemp("presets") / "tiny_resnet")

@@ -43,7 +43,7 @@ PARAMS = {
     "NASNetMobile": 4269716, "ResNet101": 42658176, "ResNet101V2": 42626560,
     "ResNet152": 58370944, "ResNet152V2": 58331648, "ResNet50": 23587712,
     "ResNet50V2": 23564800, "VGG16": 14714688, "VGG19": 20024384, "Xception": 20861480,
-    "small_cnn": 28736,
+    "small_cnn": 28448,
 }
 
 

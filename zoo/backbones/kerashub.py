@@ -145,8 +145,9 @@ def _cannot_load(preset, error):
         return (f"{preset} is not a KerasHub preset folder (config.json and model.weights.h5, as "
                 f"`save_to_preset` writes them): {reason}")
     folder = re.sub(r"\W+", "_", preset.split("://")[-1]).strip("_")
-    download = (f"import keras_hub as h; p, d = {preset!r}, {folder!r}; h.models.Backbone.from_preset(p)"
-                ".save_to_preset(d); h.layers.ImageConverter.from_preset(p).save_to_preset(d)")
+    download = (f"import keras_hub as h; p, d = {json.dumps(preset)}, {json.dumps(folder)}; "
+                "h.models.Backbone.from_preset(p).save_to_preset(d); "
+                "h.layers.ImageConverter.from_preset(p).save_to_preset(d)")
     return (f"cannot download the KerasHub preset {preset!r} (no network?): {reason}. On a machine with a "
             f"network, run: python -c {shlex.quote(download)}; then copy the folder {folder}/ here and set "
             f"backbone.preset to its path.")

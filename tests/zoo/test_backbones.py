@@ -1,0 +1,370 @@
+"""The backbone registry: its three sources, their cut points, their failure
+messages, `zoo list`, and the fine-tuned model handed back as `model.keras`
+and as a KerasHub preset folder. Nothing here touches the network: KerasHub
+presets are small models written to folders by the test."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tests.zoo.conftest import save_tiny_resnet_preset, write_spec
+from tests.zoo.test_faults import refused, spec_with
+from zoo import backbones
+from zoo.backbones import build_trunk, get_backbone, list_backbones
+from zoo.backbones.applications import PARAMS
+from zoo.cli import main
+from zoo.sections import from_dict
+from zoo.sections import Backbone as BackboneSection
+from zoo.spec import SpecError, load_spec
+from zoo.train import build_model, train, validate
+
+
+def preset_spec(preset, **changes):
+    spec = spec_with(backbone={"preset": str(preset)},
+                     data={"builtin": "digits", "normalization": "backbone", "validation_split": 0.2})
+    spec["solver"] = {"base_lr": 0.01, "epochs": 1, "batch_size": 64}
+    return {**spec, **changes}
+
+
+def trunk(**backbone):
+    return build_trunk(from_dict(BackboneSection, backbone))
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network, even on a machine that has one: every download goes to a
+    proxy that refuses connections, and the KerasHub cache is empty."""
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kagglehub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+# --- the registry --------------------------------------------------------------
+
+
+def test_each_spec_key_has_one_source():
+    assert list(backbones.SOURCES) == ["name", "model", "preset"]
+    assert backbones.source_for({"preset": "x"}) is backbones.SOURCES["preset"]
+    assert backbones.source_for(BackboneSection(model="m.keras", cut_at="x")) is backbones.SOURCES["model"]
+
+
+@pytest.mark.parametrize("backbone, path, message", [
+    ({"name": "small_cnn", "preset": "resnet_18_imagenet"}, "$.backbone",
+     "give exactly one of `name`, `model`, `preset`; got name, preset"),
+    ({}, "$.backbone", "got none"),
+    ({"preset": "resnet_18_imagenet", "weights": "imagenet"}, "$.backbone.weights",
+     "not with `preset`; it takes cut_at, input_shape"),
+    ({"model": "m.keras", "cut_at": "x", "input_shape": [8, 8, 1]}, "$.backbone.input_shape", "not with `model`"),
+    ({"preset": "resnet_50_imagenett"}, "$.backbone.preset", "did you mean resnet_50_imagenet"),
+    ({"preset": "bert_base_en"}, "$.backbone.preset", "is a BertBackbone preset, not an image backbone"),
+    ({"preset": "./no/such/preset"}, "$.backbone.preset", "no such preset folder: ./no/such/preset"),
+])
+def test_each_source_checks_its_own_keys(tmp_path, backbone, path, message):
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(tmp_path, spec_with(backbone=backbone)))
+    errors = dict(caught.value.errors)
+    assert message in errors.get(path, ""), caught.value.errors
+
+
+def test_a_handle_is_not_checked_against_the_builtin_names(tmp_path):
+    for handle in ("kaggle://keras/resnetv2/keras/resnet_18_imagenet/2", "hf://timm/resnet18.a1_in1k"):
+        assert load_spec(spec_with(backbone={"preset": handle})).backbone.preset == handle
+
+
+def test_a_preset_folder_is_resolved_against_the_spec_file(tmp_path, tiny_preset):
+    (tmp_path / "specs").mkdir()
+    os.symlink(tiny_preset, tmp_path / "tiny")
+    spec = load_spec(write_spec(tmp_path / "specs", spec_with(backbone={"preset": "../tiny"})))
+    assert spec.backbone.preset == str(tmp_path / "tiny")
+
+
+def test_keras_applications_entries_know_their_preprocessing_and_size():
+    assert get_backbone("MobileNet_V3-Small").name == "mobilenetv3small"
+    assert get_backbone("inception_v3").input_size == (299, 299, 3)
+    assert get_backbone("resnet50").preprocess_input is keras.applications.resnet50.preprocess_input
+    with pytest.raises(ValueError, match=r"Unknown backbone 'resnet5'. Did you mean resnet50"):
+        get_backbone("resnet5")
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3small", "mobilenet", "small_cnn"])
+def test_listed_parameter_counts_are_those_of_the_built_models(name):
+    entry = get_backbone(name)
+    assert PARAMS[entry.constructor.__name__] == entry.build().count_params()
+
+
+def test_list_shows_both_sources_with_family_size_and_parameters():
+    entries = {(e.source, e.name): e for e in list_backbones()}
+    resnet = entries[("keras_hub", "resnet_50_imagenet")]
+    assert (resnet.family, resnet.input_size, resnet.params) == ("resnet", (224, 224), 23561152)
+    assert entries[("keras.applications", "resnet50")].params == PARAMS["ResNet50"]
+    assert entries[("zoo", "small_cnn")].input_size == (8, 8)
+    assert {"vit", "efficientnet", "dinov2", "mobilenet"} <= {e.family for e in entries.values()}
+    # Text models are not backbones a spec can fine-tune on images.
+    assert not any(e.family in ("bert", "gemma") for e in entries.values())
+
+
+def test_list_filter_is_a_case_insensitive_substring_unless_it_holds_a_wildcard():
+    names = {(e.source, e.name) for e in list_backbones("ResNet50")}
+    assert {("keras.applications", "resnet50"), ("keras.applications", "resnet50v2"),
+            ("keras_hub", "resnet_50_imagenet")} <= names
+    assert {e.name for e in list_backbones("resnet5*", source="keras.applications")} == {"resnet50", "resnet50v2"}
+    assert {e.source for e in list_backbones("resnet", source="keras_hub")} == {"keras_hub"}
+    with pytest.raises(ValueError, match="Unknown source 'hub'; the sources are keras.applications, keras_hub, zoo"):
+        list_backbones(source="hub")
+
+
+def test_zoo_list_command(capsys):
+    assert main(["list", "resnet_50"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"keras\.applications\s+resnet50\s+resnet\s+224x224\s+23\.6M\s+imagenet", out)
+    assert re.search(r"keras_hub\s+resnet_50_imagenet\s+resnet\s+224x224\s+23\.6M\s+preset", out)
+    assert main(["list", "efficientnet", "--source", "keras_hub"]) == 0
+    out = capsys.readouterr().out
+    assert "efficientnet_b0_ra_imagenet" in out and "keras.applications" not in out
+    assert main(["list", "nothing-like-this"]) == 1
+    assert "No backbone matches 'nothing-like-this'" in capsys.readouterr().err
+
+
+# --- cut points -----------------------------------------------------------------
+
+
+def test_a_preset_is_cut_at_its_feature_output_a_layer_or_a_pyramid_level(tiny_preset):
+    assert trunk(preset=str(tiny_preset)).model.output.shape == (None, None, None, 16)
+    assert trunk(preset=str(tiny_preset), cut_at="stack0_block0_out").model.output.shape == (None, None, None, 64)
+    assert trunk(preset=str(tiny_preset), cut_at="P3").model.output.shape == (None, None, None, 16)
+    assert trunk(preset=str(tiny_preset), cut_at="P2").model.output.shape == (None, None, None, 64)
+
+
+def test_a_keras_application_can_be_cut_at_a_layer():
+    cut = trunk(name="mobilenet_v3_small", input_shape=[32, 32, 3], cut_at="expanded_conv_project_bn")
+    assert cut.model.output.shape == (None, 8, 8, 16)
+
+
+def test_bad_cut_points_name_what_there_is(tmp_path, tiny_preset):
+    refused(preset_spec(tiny_preset, backbone={"preset": str(tiny_preset), "cut_at": "P7"}), tmp_path,
+            "$.backbone.cut_at", r"no pyramid level 'P7' in .*tiny_resnet \(ResNetBackbone\): its levels are P2, P3")
+    refused(preset_spec(tiny_preset, backbone={"preset": str(tiny_preset), "cut_at": "stack0_block0_outt"}),
+            tmp_path, "$.backbone.cut_at", r"no layer 'stack0_block0_outt' in .*; close: stack0_block0_out")
+
+
+def test_token_pooling_and_the_pyramid_of_a_transformer(tmp_path):
+    from keras_hub.models import ViTBackbone
+
+    folder = str(tmp_path / "vit")
+    ViTBackbone(image_shape=(32, 32, 3), patch_size=8, num_layers=1, num_heads=2, hidden_dim=8,
+                mlp_dim=16).save_to_preset(folder)
+    spec = preset_spec(folder, head={"classes": 10, "pooling": "token"},
+                       data={"builtin": "digits", "image_size": [32, 32]})
+    model = build_model(spec)
+    assert model.get_layer("head_token").output.shape == (None, 1, 8)  # the class token of 17
+    assert build_model({**spec, "head": {"classes": 10}}).get_layer("head_pool").output.shape == (None, 8)
+    refused({**spec, "backbone": {"preset": folder, "cut_at": "P4"}}, tmp_path, "$.backbone.cut_at",
+            r"ViTBackbone\): it has no feature pyramid; cut at a layer")
+    refused(spec_with(head={"classes": 10, "pooling": "token"}), tmp_path, "$.head.pooling",
+            r"the backbone's features have the shape \(4, 4, 64\): use avg, max or flatten")
+
+
+# --- preprocessing and image size from the preset ----------------------------------
+
+
+def test_backbone_normalization_is_the_presets_image_converter(tiny_preset):
+    from keras_hub.layers import ImageConverter
+
+    spec = preset_spec(tiny_preset)
+    runner_data = validate(spec).data
+    images, _ = next(iter(runner_data.validation(8)))
+    assert images.shape[1:] == (32, 32, 3)  # the converter's size, as data.image_size does not say
+    converter = ImageConverter.from_preset(str(tiny_preset))
+    plain = validate({**spec, "data": {**spec["data"], "normalization": "none", "image_size": [32, 32]}}).data
+    pixels, _ = next(iter(plain.validation(8)))
+    np.testing.assert_allclose(images, converter(np.asarray(pixels) * 255.0), atol=1e-4)
+
+
+def test_a_preset_without_an_image_converter(tmp_path, tiny_preset):
+    import shutil
+
+    folder = shutil.copytree(tiny_preset, tmp_path / "bare")
+    os.remove(folder / "image_converter.json")
+    refused(preset_spec(folder), tmp_path, "$.data.normalization",
+            r"the preset has no image converter \(image_converter.json\)")
+    digits = tmp_path / "digits"
+    (digits / "a").mkdir(parents=True)
+    refused(preset_spec(folder, data={"folder": str(digits), "normalization": "none"}), tmp_path,
+            "$.data.image_size", "required: the preset has no image converter")
+
+
+def test_normalization_backbone_needs_a_source_that_knows_it(tmp_path):
+    spec = spec_with(backbone={"model": str(tmp_path / "m.keras"), "cut_at": "x"},
+                     data={"builtin": "digits", "normalization": "backbone"})
+    with pytest.raises(SpecError, match=r"\$.data.normalization: \"backbone\" needs a backbone that knows its "
+                                        r"input preprocessing \(`backbone.name` or `backbone.preset`\)"):
+        load_spec(spec)
+
+
+# --- no network -------------------------------------------------------------------
+
+
+def test_a_builtin_preset_without_a_network_says_how_to_get_it(tmp_path, offline):
+    error = refused(spec_with(backbone={"preset": "resnet_18_imagenet"}), tmp_path, "$.backbone.preset",
+                    r"cannot download the KerasHub preset 'resnet_18_imagenet' \(no network\?\)")
+    message = dict(error.errors)["$.backbone.preset"]
+    assert message.endswith(
+        "On a machine with a network, run: python -c 'import keras_hub as h; p, d = \"resnet_18_imagenet\", "
+        "\"resnet_18_imagenet\"; h.models.Backbone.from_preset(p).save_to_preset(d); "
+        "h.layers.ImageConverter.from_preset(p).save_to_preset(d)'; then copy the folder resnet_18_imagenet/ "
+        "here and set backbone.preset to its path."), message
+
+
+def test_the_download_command_writes_a_folder_a_spec_can_use(tmp_path, tiny_preset):
+    # The command of the message above, run on a folder (the offline stand-in for the preset name).
+    command = ('import keras_hub as h; p, d = "PRESET", "copy"; h.models.Backbone.from_preset(p).save_to_preset(d); '
+               "h.layers.ImageConverter.from_preset(p).save_to_preset(d)").replace("PRESET", str(tiny_preset))
+    subprocess.run([sys.executable, "-c", command], cwd=tmp_path, check=True, capture_output=True)
+    assert validate(preset_spec(tmp_path / "copy")).data.image_shape == (32, 32, 3)
+
+
+def test_the_example_spec_offline_gets_the_same_answer(offline, tmp_path):
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "specs", "kerashub_finetune.json")
+    with pytest.raises(SpecError, match=r"\$.backbone.preset: cannot download the KerasHub preset "
+                                        r"'resnet_18_imagenet' \(no network\?\)"):
+        validate(example)
+
+
+def test_a_folder_that_is_not_a_preset(tmp_path):
+    (tmp_path / "empty").mkdir()
+    refused(spec_with(backbone={"preset": str(tmp_path / "empty")}), tmp_path, "$.backbone.preset",
+            r"empty is not a KerasHub preset folder \(config.json and model.weights.h5")
+
+
+def test_a_preset_that_is_not_an_image_model(tmp_path):
+    from keras_hub.models import BertBackbone
+
+    folder = str(tmp_path / "bert")
+    BertBackbone(vocabulary_size=10, num_layers=1, num_heads=1, hidden_dim=4, intermediate_dim=4).save_to_preset(folder)
+    refused(spec_with(backbone={"preset": folder}), tmp_path, "$.backbone.preset",
+            r"bert is a BertBackbone, which takes 3 inputs, not one batch of images")
+
+
+# --- the same selectors, stages and multipliers on both kinds of backbone ---------
+
+
+@pytest.mark.parametrize("kind", ["keras.applications", "keras_hub"])
+def test_frozen_slow_and_stages_work_alike_on_both_sources(tmp_path, tiny_preset, recorded_fits, kind):
+    if kind == "keras_hub":
+        backbone, stem, block = {"preset": str(tiny_preset)}, "pool1_pool", "stack0_*"
+    else:
+        backbone = {"name": "mobilenet_v3_small", "input_shape": [32, 32, 3], "weights": None}
+        stem, block = "conv_bn", "expanded_conv_*"
+    spec = spec_with(backbone=backbone, data={"builtin": "digits", "image_size": [32, 32]}, stages=[
+        {"name": "head", "frozen": [{"regex": "^(?!head_)"}], "slow": [{"match": "head_*", "lr_mult": 10}],
+         "solver": {"base_lr": 0.01, "epochs": 1}},
+        {"name": "all", "frozen": [{"up_to": stem}],
+         "slow": [{"match": "head_*", "lr_mult": 10}, {"match": block, "lr_mult": 0.1}],
+         "solver": {"base_lr": 0.001, "epochs": 1}}])
+    result = train(spec, run_dir=tmp_path / "run", verbose=0)
+    head, everything = recorded_fits
+    model = result.model
+    assert head["trainable"] == ["head_classifier"]
+    names = [layer.name for layer in model.layers]
+    stem_end = names.index(stem)
+    assert everything["trainable"][-1] == "head_classifier"
+    assert not set(everything["trainable"]) & set(names[: stem_end + 1])
+    assert any(name.startswith(block[:-1]) for name in everything["trainable"])
+    multipliers = everything["config"]["lr_mult"]
+    by_layer = {path.split("/")[0]: mult for path, mult in multipliers.items()}
+    assert by_layer["head_classifier"] == 10
+    assert {mult for layer, mult in by_layer.items() if layer.startswith(block[:-1])} == {0.1}
+
+
+# --- the model handed back ----------------------------------------------------------
+
+
+def test_a_kerashub_run_writes_model_keras_and_a_preset_folder_that_load_without_zoo(tmp_path, tiny_preset):
+    spec = preset_spec(tiny_preset, head={"classes": 3, "dropout": 0.1},
+                       data={"builtin": "digits", "classes": [5, 6, 7], "normalization": "backbone"},
+                       slow=[{"match": "head_*", "lr_mult": 10}, {"match": "stack0_*", "lr_mult": 0.1}])
+    result = train(spec, run_dir=tmp_path / "run", verbose=0)
+    preset = tmp_path / "run" / "preset"
+    assert json.loads((preset / "class_names.json").read_text()) == ["5", "6", "7"]
+    images = np.random.default_rng(0).uniform(0, 255, (4, 20, 20, 3)).astype("float32")
+    np.save(tmp_path / "images.npy", images)
+    # What the run's model predicts on these images, resized and normalized as in training.
+    from keras_hub.layers import ImageConverter
+
+    converter = ImageConverter.from_preset(str(preset))
+    expected = result.model.predict(converter(images), verbose=0)
+    code = """
+import sys
+sys.modules["zoo"] = sys.modules["callbacks"] = None  # this package is not installed
+import json, keras, keras_hub, numpy as np
+images = np.load(sys.argv[1])
+classifier = keras_hub.models.ImageClassifier.from_preset(sys.argv[2])
+model = keras.saving.load_model(sys.argv[3])
+names = json.load(open(sys.argv[2] + "/class_names.json"))
+print(json.dumps({"task": type(classifier).__name__, "optimizer": type(model.optimizer).__name__,
+                  "preset": classifier.predict(images, verbose=0).tolist(),
+                  "model": model.predict(classifier.preprocessor(images), verbose=0).tolist(),
+                  "names": [names[i] for i in classifier.predict(images, verbose=0).argmax(-1)]}))
+"""
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "images.npy"), str(preset),
+                          str(tmp_path / "run" / "model.keras")], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    loaded = json.loads(run.stdout.strip().splitlines()[-1])
+    assert loaded["task"] == "ResNetImageClassifier" and loaded["optimizer"] == "SGD"
+    np.testing.assert_allclose(loaded["preset"], expected, atol=1e-5)
+    np.testing.assert_allclose(loaded["model"], expected, atol=1e-5)
+    assert loaded["names"] == [["5", "6", "7"][i] for i in expected.argmax(-1)]
+
+
+def test_model_keras_of_a_keras_applications_run_loads_without_zoo(tmp_path):
+    spec = spec_with(backbone={"name": "mobilenet_v3_small", "input_shape": [32, 32, 3], "weights": None},
+                     data={"builtin": "digits", "image_size": [32, 32], "classes": [0, 1]},
+                     head={"classes": 2}, slow=[{"match": "head_*", "lr_mult": 10}])
+    spec["solver"] = {"base_lr": 0.01, "epochs": 1, "batch_size": 64, "lr_policy": "step", "gamma": 0.5,
+                      "stepsize": 2}
+    result = train(spec, run_dir=tmp_path / "run", verbose=0)
+    images = np.random.default_rng(0).uniform(0, 1, (3, 32, 32, 3)).astype("float32")
+    np.save(tmp_path / "images.npy", images)
+    code = """
+import sys
+sys.modules["zoo"] = sys.modules["callbacks"] = None
+import json, keras, numpy as np
+model = keras.saving.load_model(sys.argv[2])
+print(json.dumps({"optimizer": model.optimizer.get_config(), "loss": type(model.loss).__name__,
+                  "predictions": model.predict(np.load(sys.argv[1]), verbose=0).tolist()}))
+"""
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "images.npy"), str(tmp_path / "run" / "model.keras")],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    loaded = json.loads(run.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(loaded["predictions"], result.model.predict(images, verbose=0), atol=1e-5)
+    assert loaded["loss"] == "SparseCategoricalCrossentropy"
+    # The LR the run ended at: 0.01 halved every 2 steps.
+    steps = len(result.lr_per_step)
+    assert steps > 2 and loaded["optimizer"]["learning_rate"] == pytest.approx(0.01 * 0.5 ** (steps // 2))
+    assert loaded["optimizer"]["momentum"] == 0.9
+
+
+def test_a_head_keras_hub_cannot_hold_gets_model_keras_only(tmp_path, tiny_preset, capsys):
+    spec = preset_spec(tiny_preset, head={"classes": 10, "hidden": [8]})
+    train(spec, run_dir=tmp_path / "run", verbose=1)
+    assert not (tmp_path / "run" / "preset").exists() and (tmp_path / "run" / "model.keras").exists()
+    assert ("No KerasHub preset folder: the head has hidden layers; ResNetImageClassifier has one Dense layer; "
+            "model.keras holds the network.") in capsys.readouterr().out
+
+
+def test_resume_and_overwrite_keep_the_preset_folder_right(tmp_path):
+    folder = save_tiny_resnet_preset(tmp_path / "tiny", image_size=(16, 16))
+    spec = preset_spec(folder)
+    train(spec, run_dir=tmp_path / "run", verbose=0)
+    first = (tmp_path / "run" / "preset" / "task.weights.h5").read_bytes()
+    train({**spec, "seed": 1}, run_dir=tmp_path / "run", overwrite=True, verbose=0)
+    assert (tmp_path / "run" / "preset" / "task.weights.h5").read_bytes() != first
+    assert not [name for name in os.listdir(tmp_path / "run") if name.startswith(".tmp-")]
