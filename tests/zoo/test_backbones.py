@@ -142,6 +142,10 @@ def test_a_preset_is_cut_at_its_feature_output_a_layer_or_a_pyramid_level(tiny_p
     assert trunk(preset=str(tiny_preset), cut_at="P2").model.output.shape == (None, None, None, 64)
 
 
+def test_a_preset_takes_an_input_shape(tiny_preset):
+    assert trunk(preset=str(tiny_preset), input_shape=[40, 48, 3]).model.input_shape == (None, 40, 48, 3)
+
+
 def test_a_keras_application_can_be_cut_at_a_layer():
     cut = trunk(name="mobilenet_v3_small", input_shape=[32, 32, 3], cut_at="expanded_conv_project_bn")
     assert cut.model.output.shape == (None, 8, 8, 16)

@@ -116,7 +116,7 @@ def test_data_errors_are_spec_errors(tmp_path):
     messages = dict(caught.value.errors)
     assert "give exactly one source" in messages["$.data"]
     assert messages["$.data.folder"] == "no such folder: nowhere"
-    assert "needs a registry backbone" in messages["$.data.normalization"]
+    assert "needs a backbone that knows its input preprocessing" in messages["$.data.normalization"]
 
 
 def test_image_shape_mismatch_is_a_spec_error_before_training(tmp_path):

@@ -170,15 +170,15 @@ def list_backbones(pattern=None, source=None):
         raise ValueError(f"Unknown source {source!r}; the sources are {', '.join(known)}.")
     pattern = (pattern or "").lower()
     if any(char in pattern for char in "*?["):
-        matches = lambda name: fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(_plain(name), _plain(pattern))
+        matches = lambda name: fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(plain_name(name), plain_name(pattern))
     else:
-        matches = lambda name: pattern in name or _plain(pattern) in _plain(name)
+        matches = lambda name: pattern in name or plain_name(pattern) in plain_name(name)
     return sorted((entry for entry in entries
                    if (source is None or entry.source == source) and matches(entry.name.lower())),
                   key=lambda entry: (entry.source, entry.name))
 
 
-def _plain(name):
+def plain_name(name):
     """A name without case, `_` or `-`: `MobileNet_V3-Small` is `mobilenetv3small`."""
     return name.lower().replace("_", "").replace("-", "")
 

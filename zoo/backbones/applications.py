@@ -13,7 +13,7 @@ import re
 import h5py
 import keras
 
-from zoo.backbones import BackboneSource, Entry, Trunk, _plain, cut, register_source
+from zoo.backbones import BackboneSource, Entry, Trunk, plain_name, cut, register_source
 from zoo.errors import SpecError, first_line, json_path
 from zoo.small_cnn import small_cnn
 
@@ -104,7 +104,7 @@ def _discover():
         module_name = constructor.__module__.rsplit(".", 1)[-1]
         module = getattr(keras.applications, module_name)
         side = _INPUT_SIZE.get(attr, 224)
-        registry[_plain(attr)] = Application(
+        registry[plain_name(attr)] = Application(
             name=attr.lower(),
             constructor=constructor,
             module=f"keras.applications.{module_name}",
@@ -127,10 +127,10 @@ REGISTRY = _discover()
 
 def get_backbone(name):
     """The `Application` called `name`; an unknown name lists the closest ones."""
-    entry = REGISTRY.get(_plain(str(name)))
+    entry = REGISTRY.get(plain_name(str(name)))
     if entry is not None:
         return entry
-    close = difflib.get_close_matches(_plain(str(name)), list(REGISTRY), n=3, cutoff=0.5)
+    close = difflib.get_close_matches(plain_name(str(name)), list(REGISTRY), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(REGISTRY[c].name for c in close)}?" if close else ""
     raise ValueError(
         f"Unknown backbone {name!r}.{hint} `zoo list` shows all {len(REGISTRY)} "
