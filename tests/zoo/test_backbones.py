@@ -142,6 +142,17 @@ def test_a_preset_is_cut_at_its_feature_output_a_layer_or_a_pyramid_level(tiny_p
     assert trunk(preset=str(tiny_preset), cut_at="P2").model.output.shape == (None, None, None, 64)
 
 
+def test_a_backbone_of_several_outputs_is_cut_at_one(tmp_path, tiny_preset):
+    from keras_hub.models import Backbone, RetinaNetBackbone
+
+    folder = str(tmp_path / "fpn")
+    RetinaNetBackbone(image_encoder=Backbone.from_preset(str(tiny_preset)), min_level=2, max_level=3,
+                      use_p5=False).save_to_preset(folder)
+    refused(spec_with(backbone={"preset": folder}), tmp_path, "$.backbone.cut_at",
+            "fpn has several outputs; give the layer or pyramid level the head goes on")
+    assert trunk(preset=folder, cut_at="P3").model.output.shape == (None, None, None, 256)
+
+
 def test_a_preset_takes_an_input_shape(tiny_preset):
     assert trunk(preset=str(tiny_preset), input_shape=[40, 48, 3]).model.input_shape == (None, 40, 48, 3)
 
