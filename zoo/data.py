@@ -226,6 +226,17 @@ class ImageData:
         return images, labels
 
 
+def scale_and_offset(normalization):
+    """`(scale, offset)` such that `pixels * scale + offset`, on [0, 255]
+    pixels, is what `normalization` gives the model; None for "backbone"
+    (the backbone's own)."""
+    if normalization == "backbone":
+        return None
+    if normalization == "none":
+        return 1 / 255.0, 0.0
+    return 1 / (255.0 * normalization.std), -normalization.mean / normalization.std
+
+
 def _salted(key, salt):
     return tf.random.experimental.stateless_fold_in(key, salt)
 

@@ -14,6 +14,7 @@ from zoo.optimizers import plain_copy
 from zoo.spec import SELECTOR_KEYS
 
 HEAD_PREFIX = "head_"
+METRICS = ["accuracy"]
 
 
 def filler(config):
@@ -55,6 +56,9 @@ def add_head(features, head):
         raise SpecError([("$.head.pooling", f"\"token\" takes the first token of a transformer's sequence, "
                                             f"but the backbone's features have the shape {tuple(x.shape[1:])}: "
                                             "use avg, max or flatten")])
+    elif head.pooling == "flatten" and None in x.shape[1:]:
+        raise SpecError([("$.head.pooling", f"\"flatten\" needs features of a fixed size, but the backbone's "
+                                            f"are {tuple(x.shape[1:])}: set backbone.input_shape, or use avg or max")])
     elif len(x.shape) in (3, 4):
         pool = {"avg": (layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D),
                 "max": (layers.GlobalMaxPooling1D, layers.GlobalMaxPooling2D),
@@ -167,10 +171,15 @@ def portable(model):
     """`model`'s network compiled with plain Keras parts, for `model.keras`:
     `keras.saving.load_model` opens it where this package is not installed.
     Its optimizer is the stage's, as its plain Keras class at the learning
-    rate it ended at (`optimizers.plain_copy`), without state; the
-    checkpoint keeps the zoo optimizer's."""
+    rate it ended at (`optimizers.plain_copy`), with fresh (zero) state;
+    the checkpoint keeps the zoo optimizer's."""
     network = keras.Model(model.inputs, model.outputs, name=model.name)
-    network.compile(optimizer=plain_copy(model.optimizer), loss=model.loss, metrics=["accuracy"])
+    optimizer = plain_copy(model.optimizer)
+    if isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):  # mixed precision
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    network.compile(optimizer=optimizer, loss=model.loss, metrics=METRICS)
+    # Built, so that loading the file finds every optimizer variable it expects.
+    network.optimizer.build(network.trainable_variables)
     return network
 
 
@@ -181,7 +190,7 @@ def compile_stage(model, solver, lr_mult, decay_mult):
     model.compile(
         optimizer=solvers.optimizer(solver, lr_mult, decay_mult),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
-        metrics=["accuracy"],
+        metrics=METRICS,
         jit_compile=solver.jit_compile,
         steps_per_execution=solver.steps_per_execution,
     )

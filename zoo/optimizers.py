@@ -112,11 +112,11 @@ def make_optimizer(name, learning_rate, lr_mult=None, decay_mult=None, weight_de
 def plain_copy(optimizer):
     """The plain Keras optimizer behind a layerwise one: its class and
     arguments at the learning rate it has now, without `lr_mult`,
-    `decay_mult` or Caffe's weight decay. (Under mixed precision, Keras
-    wraps it in a `LossScaleOptimizer` again when the copy is compiled.)"""
+    `decay_mult` or Caffe's weight decay (of the optimizer inside a
+    `LossScaleOptimizer`, under mixed precision)."""
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     base = next(cls for cls in type(optimizer).__mro__ if cls in _BASES.values())
     config = {key: value for key, value in optimizer.get_config().items()
-              if key not in ("lr_mult", "decay_mult", "decay", "regularization_type")}
+              if key not in ("name", "lr_mult", "decay_mult", "decay", "regularization_type")}
     config["learning_rate"] = float(ops.convert_to_numpy(optimizer.learning_rate))
     return base.from_config(config)

@@ -12,7 +12,9 @@ from zoo.backbones import build_trunk
 from zoo.data import load_data
 from zoo.errors import SpecError, first_line
 from zoo.model import HEAD_PREFIX, build_network, compile_stage, configure_layers, selected_layers
+from zoo.datasets import DIGITS_SIZE
 from zoo.sections import Stage, to_dict
+from zoo.spec import crop_errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,20 +132,22 @@ class Runner:
     def _load_data(self):
         """The spec's `ImageData`, checked against the model: its images fit
         the input, and its classes are the head's."""
-        spec = self.spec
-        preprocess = None
-        if spec.data.normalization == "backbone":
-            preprocess = self.trunk.preprocess
-            if preprocess is None:
-                raise SpecError([("$.data.normalization", "\"backbone\": the preset has no image converter "
-                                                          "(image_converter.json) to say how its inputs are scaled; "
-                                                          "give {\"mean\", \"std\"} or \"none\"")])
+        spec, trunk = self.spec, self.trunk
+        if spec.data.normalization == "backbone" and trunk.preprocess is None:
+            raise SpecError([("$.data.normalization", "\"backbone\": the backbone has no preprocessing of its own "
+                                                      "(a preset saved without image_converter.json); give "
+                                                      "{\"mean\", \"std\"} or \"none\"")])
         sections = spec.data
-        if sections.image_size is None and self.trunk.image_size is not None:
-            sections = dataclasses.replace(sections, image_size=self.trunk.image_size)
+        if sections.image_size is None:
+            sections = dataclasses.replace(sections, image_size=trunk.image_size)
         if sections.image_size is None and not sections.builtin:
-            raise SpecError([("$.data.image_size", "required: the preset has no image converter "
-                                                   "(image_converter.json) that gives its image size")])
+            raise SpecError([("$.data.image_size", "required: the size images are resized to (the backbone's "
+                                                   "input size is not fixed, nor given by a preset's converter)")])
+        errors = crop_errors(sections.augment.random_crop, sections.image_size or (DIGITS_SIZE if sections.builtin
+                                                                                    else None))
+        if errors:
+            raise SpecError(errors)
+        preprocess = trunk.preprocess if spec.data.normalization == "backbone" else None
         data = load_data(sections, spec.seed, channels=self.model.input_shape[-1], classes=spec.head.classes,
                          preprocess=preprocess)
         errors = _image_errors(self.model, data.image_shape)

@@ -19,7 +19,6 @@ import jsonschema
 
 from zoo import search_space
 from zoo import backbones
-from zoo.datasets import DIGITS_SIZE
 from zoo.errors import SpecError, json_path
 from zoo.sections import Spec, spec_from_json
 from zoo.solver import lr_schedule
@@ -241,8 +240,6 @@ def _data_errors(data, backbone, base_dir):
     sources = [key for key in ("builtin",) + FILE_SOURCES if key in data]
     if len(sources) != 1:
         errors.append(("$.data", f"give exactly one source: builtin, folder, listing or csv; got {sources or 'none'}"))
-    elif sources[0] != "builtin" and "image_size" not in data and not _knows(backbone, "has_image_size"):
-        errors.append(("$.data.image_size", f"required with `{sources[0]}`: the size images are resized to"))
     if "validation" in data:
         given = [key for key in FILE_SOURCES if key in data["validation"]]
         if len(given) != 1:
@@ -256,20 +253,23 @@ def _data_errors(data, backbone, base_dir):
             is_folder = key in ("folder", "root")
             if key in section and not _exists(section[key], base_dir, os.path.isdir if is_folder else os.path.isfile):
                 errors.append((f"{path}.{key}", f"no such {'folder' if is_folder else 'file'}: {section[key]}"))
-    crop = data.get("augment", {}).get("random_crop")
-    size = data.get("image_size") or (DIGITS_SIZE if "builtin" in data else None)
-    if crop and size and (crop[0] > size[0] or crop[1] > size[1]):
-        errors.append(("$.data.augment.random_crop", f"{crop} is larger than the images, {list(size)}"))
-    if data.get("normalization") == "backbone" and not _knows(backbone, "has_preprocessing"):
+    errors += crop_errors(data.get("augment", {}).get("random_crop"), data.get("image_size"))
+    if data.get("normalization") == "backbone" and not _knows_preprocessing(backbone):
         errors.append(("$.data.normalization", "\"backbone\" needs a backbone that knows its input "
                                                "preprocessing (`backbone.name` or `backbone.preset`)"))
     return errors
 
 
-def _knows(backbone, what):
-    """Whether the backbone's source knows `what` (`has_preprocessing`, `has_image_size`)."""
+def crop_errors(crop, image_size):
+    """A `random_crop` larger than the images (of `image_size`; None: not known yet)."""
+    if crop and image_size and (crop[0] > image_size[0] or crop[1] > image_size[1]):
+        return [("$.data.augment.random_crop", f"{list(crop)} is larger than the images, {list(image_size)}")]
+    return []
+
+
+def _knows_preprocessing(backbone):
     keys = backbones.given_sources(backbone)
-    return len(keys) != 1 or getattr(backbones.SOURCES[keys[0]], what)  # several: reported already
+    return len(keys) != 1 or backbones.SOURCES[keys[0]].has_preprocessing  # several: reported already
 
 
 def _selector_errors(groups, path):

@@ -11,7 +11,7 @@ import pandas as pd
 
 from callbacks._files import leftovers, remove, write_atomically, write_folder_atomically
 from zoo.checkpoint import Checkpoint
-from zoo.data import summary_of_skipped
+from zoo.data import scale_and_offset, summary_of_skipped
 from zoo.model import portable
 from zoo.runner import Runner, stage_path
 from zoo.sections import differences, to_dict
@@ -49,6 +49,8 @@ class TrainResult:
             and step, what to try, where the best weights are), or None.
         skipped: `[(file, problem)]` of the bad files that
             `data.on_bad_file: "skip"` left out (also `skipped_files.csv`).
+        no_preset: For a KerasHub backbone, why the run wrote no `preset/`
+            folder (its network has no KerasHub classifier form), or None.
     """
 
     history: pd.DataFrame
@@ -61,6 +63,7 @@ class TrainResult:
     paths: dict
     diverged: str = None
     skipped: list = dataclasses.field(default_factory=list)
+    no_preset: str = None
 
 
 @dataclasses.dataclass
@@ -73,19 +76,24 @@ class Validation:
             schema and the rules between fields were checked).
         model: The built model (deep only).
         data: The checked `zoo.data.ImageData` (deep only).
+        no_preset: Why a KerasHub backbone's run will write no preset
+            folder, or None (deep only).
     """
 
     spec: object
     deep: bool
     model: keras.Model = None
     data: object = None
+    no_preset: str = None
 
     def summary(self):
         if not self.deep:
             return "valid (quick: schema and rules; without --quick the model is built and the data read)"
         skipped = f"; {summary_of_skipped(self.data.skipped)}" if self.data.skipped else ""
+        preset = f"; no KerasHub preset folder: {self.no_preset}" if self.no_preset else ""
         return (f"valid (deep: model built, {self.model.count_params():,} parameters; "
-                f"{self.data.train_size} training images of {len(self.data.class_names)} classes read{skipped})")
+                f"{self.data.train_size} training images of {len(self.data.class_names)} classes read"
+                f"{skipped}{preset})")
 
 
 def validate(spec, deep=True, unsafe=False):
@@ -104,7 +112,7 @@ def validate(spec, deep=True, unsafe=False):
     runner = Runner(spec, unsafe=unsafe)
     with naming(source):
         model = runner.build()
-    return Validation(spec, deep=True, model=model, data=runner.data)
+    return Validation(spec, deep=True, model=model, data=runner.data, no_preset=no_preset(runner))
 
 
 def build_model(spec, stage=0, unsafe=False):
@@ -144,7 +152,8 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
     and `lr_per_step.csv` (written at every epoch end), `best.weights.h5`,
     `checkpoint/` (the last finished epoch), `skipped_files.csv` (when
     bad files were skipped), and at the end `model.keras` (on the best
-    weights), `curves.png` and `lr.png`. An interrupted run (Ctrl-C) still
+    weights; it loads without this package), `preset/` (a KerasHub preset
+    folder, for a KerasHub backbone), `curves.png` and `lr.png`. An interrupted run (Ctrl-C) still
     gets its plots.
     """
     source, spec = spec, load_spec(spec)
@@ -183,12 +192,15 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
             print(f"{summary_of_skipped(runner.data.skipped)} (all in {paths['skipped_files.csv']})")
         if verbose:
             model.summary(line_length=100)
+            if no_preset(runner):
+                print(f"No KerasHub preset folder will be written: {no_preset(runner)}; model.keras will hold "
+                      "the network.")
         try:
             outcome = runner.run(resume=state, callbacks=callbacks, verbose=verbose)
         finally:
             log.plot()  # also after Ctrl-C or a crash: the plots of the finished epochs
         write_atomically(paths["model.keras"], portable(model).save)
-        not_written = _write_preset(runner, paths["preset"])
+        _write_preset(runner, paths["preset"])
         checkpoint.update(finished=True)
     diverged = outcome.diverged and _divergence_message(spec, outcome, paths)
     if verbose:
@@ -196,25 +208,26 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
             print(f"\n{diverged}")
         if outcome.best_epoch is not None:
             print(f"\nBest epoch {outcome.best_epoch + 1}: {outcome.monitor}={outcome.best:.4f}.")
-        if not_written:
-            print(f"No KerasHub preset folder: {not_written}; model.keras holds the network.")
         print(f"Run folder: {run_dir}")
     return TrainResult(log.history(), log.lr_per_step(), outcome.best_epoch, outcome.monitor, outcome.best,
-                       model, run_dir, paths, diverged, runner.data.skipped)
+                       model, run_dir, paths, diverged, runner.data.skipped, no_preset(runner))
+
+
+def no_preset(runner):
+    """Why a run with a KerasHub backbone gets no preset folder (its network
+    has no KerasHub classifier form), or None."""
+    writer = runner.trunk.preset_writer
+    return None if writer is None else writer.problem(runner.spec.head)
 
 
 def _write_preset(runner, folder):
     """The fine-tuned network as a KerasHub preset folder, for a KerasHub
-    backbone; returns why none was written (None when it was, or when the
-    backbone is not KerasHub's)."""
-    writer = runner.trunk.preset
-    if writer is None:
-        return None
-    problem = writer.problem(runner.spec.head)
-    if problem is None:
+    backbone whose network has the form of a KerasHub classifier."""
+    writer = runner.trunk.preset_writer
+    if writer is not None and writer.problem(runner.spec.head) is None:
         write_folder_atomically(folder, lambda temporary: writer.write(
-            runner.model, runner.spec.head, runner.data.class_names, runner.data.image_shape[:2], temporary))
-    return problem
+            runner.model, runner.spec.head, runner.data.class_names, runner.data.image_shape[:2],
+            scale_and_offset(runner.spec.data.normalization), temporary))
 
 
 def _divergence_message(spec, outcome, paths):

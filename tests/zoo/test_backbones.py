@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -130,6 +131,8 @@ def test_zoo_list_command(capsys):
     assert "efficientnet_b0_ra_imagenet" in out and "keras.applications" not in out
     assert main(["list", "nothing-like-this"]) == 1
     assert "No backbone matches 'nothing-like-this'" in capsys.readouterr().err
+    assert main(["list", "--source", "hub"]) == 2
+    assert "Unknown source 'hub'; the sources are keras.applications, keras_hub, zoo." in capsys.readouterr().err
 
 
 # --- cut points -----------------------------------------------------------------
@@ -151,6 +154,28 @@ def test_a_backbone_of_several_outputs_is_cut_at_one(tmp_path, tiny_preset):
     refused(spec_with(backbone={"preset": folder}), tmp_path, "$.backbone.cut_at",
             "fpn has several outputs; give the layer or pyramid level the head goes on")
     assert trunk(preset=folder, cut_at="P3").model.output.shape == (None, None, None, 256)
+
+
+def test_random_crop_is_checked_against_the_size_the_preset_gives(tmp_path, tiny_preset):
+    crop = preset_spec(tiny_preset, data={"builtin": "digits", "augment": {"random_crop": [28, 28]}})
+    assert validate(crop).data.image_shape == (28, 28, 3)  # of 32x32 images
+    crop["data"]["augment"]["random_crop"] = [40, 40]
+    refused(crop, tmp_path, "$.data.augment.random_crop", r"\[40, 40\] is larger than the images, \[32, 32\]")
+
+
+def test_flatten_needs_features_of_a_fixed_size(tmp_path, tiny_preset):
+    refused(preset_spec(tiny_preset, head={"classes": 10, "pooling": "flatten"}), tmp_path, "$.head.pooling",
+            r"\"flatten\" needs features of a fixed size, but the backbone's are \(None, None, 16\): set "
+            "backbone.input_shape, or use avg or max")
+
+
+def test_token_pooling_needs_a_fixed_number_of_tokens(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    tokens = keras.layers.Reshape((-1, 4), name="tokens")(keras.layers.Conv2D(4, 3, name="conv")(inputs))
+    keras.Model(inputs, tokens).save(tmp_path / "tokens.keras")
+    refused(spec_with(backbone={"model": str(tmp_path / "tokens.keras"), "cut_at": "tokens"},
+                      head={"classes": 10, "pooling": "token"}, data={"builtin": "digits", "image_size": [8, 8]}),
+            tmp_path, "$.head.pooling", r"\"token\" needs a fixed number of tokens; set backbone.input_shape")
 
 
 def test_a_preset_takes_an_input_shape(tiny_preset):
@@ -208,11 +233,12 @@ def test_a_preset_without_an_image_converter(tmp_path, tiny_preset):
     folder = shutil.copytree(tiny_preset, tmp_path / "bare")
     os.remove(folder / "image_converter.json")
     refused(preset_spec(folder), tmp_path, "$.data.normalization",
-            r"the preset has no image converter \(image_converter.json\)")
+            r"the backbone has no preprocessing of its own \(a preset saved without image_converter.json\)")
     digits = tmp_path / "digits"
     (digits / "a").mkdir(parents=True)
     refused(preset_spec(folder, data={"folder": str(digits), "normalization": "none"}), tmp_path,
-            "$.data.image_size", "required: the preset has no image converter")
+            "$.data.image_size", r"required: the size images are resized to \(the backbone's input size is not "
+                                 r"fixed, nor given by a preset's converter\)")
 
 
 def test_normalization_backbone_needs_a_source_that_knows_it(tmp_path):
@@ -243,6 +269,13 @@ def test_the_download_command_writes_a_folder_a_spec_can_use(tmp_path, tiny_pres
                "h.layers.ImageConverter.from_preset(p).save_to_preset(d)").replace("PRESET", str(tiny_preset))
     subprocess.run([sys.executable, "-c", command], cwd=tmp_path, check=True, capture_output=True)
     assert validate(preset_spec(tmp_path / "copy")).data.image_shape == (32, 32, 3)
+
+
+def test_a_handle_without_a_network_says_the_same(tmp_path, offline):
+    refused(spec_with(backbone={"preset": "kaggle://keras/resnetv2/keras/resnet_18_imagenet/2"}), tmp_path,
+            "$.backbone.preset", r"cannot download the KerasHub preset 'kaggle://keras/resnetv2/keras/"
+                                 r"resnet_18_imagenet/2' \(no network\?\).* then copy the folder "
+                                 r"keras_resnetv2_keras_resnet_18_imagenet_2/ here")
 
 
 def test_the_example_spec_offline_gets_the_same_answer(offline, tmp_path):
@@ -358,6 +391,7 @@ print(json.dumps({"optimizer": model.optimizer.get_config(), "loss": type(model.
     run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "images.npy"), str(tmp_path / "run" / "model.keras")],
                          capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
+    assert "Skipping variable loading" not in run.stderr  # the optimizer's variables are all in the file
     loaded = json.loads(run.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(loaded["predictions"], result.model.predict(images, verbose=0), atol=1e-5)
     assert loaded["loss"] == "SparseCategoricalCrossentropy"
@@ -369,13 +403,88 @@ print(json.dumps({"optimizer": model.optimizer.get_config(), "loss": type(model.
 
 def test_a_head_keras_hub_cannot_hold_gets_model_keras_only(tmp_path, tiny_preset, capsys):
     spec = preset_spec(tiny_preset, head={"classes": 10, "hidden": [8]})
-    train(spec, run_dir=tmp_path / "run", verbose=1)
+    reason = "the head has hidden layers; ResNetImageClassifier has one Dense layer"
+    assert validate(spec).summary().endswith(f"; no KerasHub preset folder: {reason})")
+    result = train(spec, run_dir=tmp_path / "run", verbose=1)
+    assert result.no_preset == reason
     assert not (tmp_path / "run" / "preset").exists() and (tmp_path / "run" / "model.keras").exists()
-    assert ("No KerasHub preset folder: the head has hidden layers; ResNetImageClassifier has one Dense layer; "
-            "model.keras holds the network.") in capsys.readouterr().out
+    out = capsys.readouterr().out
+    told = out.index(f"No KerasHub preset folder will be written: {reason}; model.keras will hold the network.")
+    assert told < out.index("Stage 1/1")  # before training, not after
 
 
-def test_resume_and_overwrite_keep_the_preset_folder_right(tmp_path):
+def test_why_a_network_has_no_keras_hub_classifier_form(tmp_path, tiny_preset):
+    from keras_hub.models import DINOV2Backbone
+
+    def reason(**changes):
+        return validate(preset_spec(tiny_preset, **changes)).no_preset
+
+    assert reason() is None
+    assert reason(backbone={"preset": str(tiny_preset), "cut_at": "P2"}) == (
+        "the backbone is cut at 'P2'; ResNetImageClassifier takes its whole output")
+    assert reason(backbone={"preset": str(tiny_preset), "input_shape": [32, 32, 3]},
+                  head={"classes": 10, "pooling": "flatten"}) == "ResNetImageClassifier has no 'flatten' pooling"
+    folder = str(tmp_path / "dino")
+    DINOV2Backbone(patch_size=14, num_layers=1, hidden_dim=8, num_heads=2, intermediate_dim=16,
+                   image_shape=(28, 28, 3)).save_to_preset(folder)
+    assert validate(preset_spec(folder, data={"builtin": "digits"})).no_preset == (
+        "KerasHub has no image classifier for DINOV2Backbone")
+
+
+def test_the_preset_folder_preprocesses_as_the_run_did(tmp_path, tiny_preset):
+    # Not the preset's own normalization, and a random crop: the folder's
+    # converter resizes to the crop size and rescales by the spec's mean/std.
+    spec = preset_spec(tiny_preset, data={"builtin": "digits", "image_size": [36, 36], "classes": [0, 1],
+                                          "normalization": {"mean": 0.5, "std": 0.25},
+                                          "augment": {"random_crop": [30, 30]}}, head={"classes": 2})
+    result = train(spec, run_dir=tmp_path / "run", verbose=0)
+    from keras_hub.models import ImageClassifier
+
+    classifier = ImageClassifier.from_preset(str(tmp_path / "run" / "preset"))
+    images = np.random.default_rng(1).uniform(0, 255, (3, 50, 40, 3)).astype("float32")
+    by_hand = (keras.ops.convert_to_numpy(keras.layers.Resizing(30, 30)(images)) / 255.0 - 0.5) / 0.25
+    np.testing.assert_allclose(classifier.predict(images, verbose=0), result.model.predict(by_hand, verbose=0),
+                               atol=1e-5)
+
+
+def test_mixed_precision_model_keras_and_preset(tmp_path, tiny_preset):
+    spec = preset_spec(tiny_preset, mixed_precision=True, head={"classes": 3},
+                       data={"builtin": "digits", "classes": [0, 1, 2], "normalization": "backbone"})
+    result = train(spec, run_dir=tmp_path / "run", verbose=0)
+    from keras_hub.models import ImageClassifier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # such as "Skipping variable loading for optimizer"
+        loaded = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    assert isinstance(loaded.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert loaded.get_layer("conv1_conv").dtype_policy.name == "mixed_float16"
+    # The preset is saved in float32 (KerasHub cannot load a mixed-precision one).
+    classifier = ImageClassifier.from_preset(str(tmp_path / "run" / "preset"))
+    assert classifier.backbone.dtype_policy.name == "float32"
+    images = np.random.default_rng(2).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(classifier.predict(images, verbose=0),
+                               result.model.predict(classifier.preprocessor(images), verbose=0), atol=2e-3)
+
+
+def test_a_kerashub_run_resumes(tmp_path, tiny_preset):
+    spec = preset_spec(tiny_preset, head={"classes": 3},
+                       data={"builtin": "digits", "classes": [0, 1, 2], "normalization": "backbone"})
+    spec["solver"]["epochs"] = 2
+
+    class StopAfterOneEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(spec, run_dir=tmp_path / "run", callbacks=[StopAfterOneEpoch()], verbose=0)
+    assert not (tmp_path / "run" / "preset").exists()
+    resumed = train(spec, run_dir=tmp_path / "run", resume=True, verbose=0)
+    assert resumed.history["epoch"].tolist() == [0, 1]
+    assert (tmp_path / "run" / "preset" / "task.weights.h5").exists()
+
+
+def test_overwrite_replaces_the_preset_folder(tmp_path):
     folder = save_tiny_resnet_preset(tmp_path / "tiny", image_size=(16, 16))
     spec = preset_spec(folder)
     train(spec, run_dir=tmp_path / "run", verbose=0)

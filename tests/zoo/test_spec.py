@@ -203,7 +203,8 @@ def test_a_run_name_is_a_plain_name(name):
 
 @pytest.mark.parametrize("change, path, message", [
     ({"distribute": "multi_worker"}, "$.distribute", "'multi_worker' is not one of ['mirrored']"),
-    ({"data": {"builtin": "digits", "augment": {"random_crop": [9, 8]}}}, "$.data.augment.random_crop",
+    ({"data": {"builtin": "digits", "image_size": [8, 8], "augment": {"random_crop": [9, 8]}}},
+     "$.data.augment.random_crop",
      "[9, 8] is larger than the images, [8, 8]"),
     ({"head": {"classes": 100000, "hidden": [16384]}}, "$.head", "1,638,400,000 weights"),
     ({"head": {"classes": 10, "hidden": [8] * 17}}, "$.head.hidden", "is too long"),

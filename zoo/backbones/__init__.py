@@ -59,18 +59,18 @@ class Trunk:
         preprocess: The backbone's own input preprocessing, applied to
             batches of [0, 255] pixels (`data.normalization: "backbone"`),
             or None when the source has none.
-        image_size: The `(height, width)` images are resized to when the
-            spec's `data.image_size` does not say, or None (images keep
-            their size).
-        preset: For a KerasHub trunk, the `PresetWriter` that saves the
-            fine-tuned network as a KerasHub preset folder; None for other
-            sources.
+        image_size: The `(height, width)` the backbone takes (a preset's
+            image converter's, else its input's), which `data.image_size`
+            defaults to; None when the input size is not fixed.
+        preset_writer: For a KerasHub trunk, the `PresetWriter` that saves
+            the fine-tuned network as a KerasHub preset folder; None for
+            other sources.
     """
 
     model: keras.Model
     preprocess: Optional[Callable] = None
     image_size: Optional[tuple] = None
-    preset: Optional[object] = None
+    preset_writer: Optional[object] = None
 
 
 class BackboneSource:
@@ -81,8 +81,6 @@ class BackboneSource:
     options = ()
     # Whether it knows its input preprocessing (`normalization: "backbone"`).
     has_preprocessing = True
-    # Whether it knows the image size, so that `data.image_size` may be left out.
-    has_image_size = False
 
     def errors(self, backbone, exists):
         """`(json_path, message)` for what is wrong in the JSON `backbone`
@@ -138,6 +136,12 @@ def backbone_errors(backbone, exists):
 def build_trunk(backbone, unsafe=False):
     """The `Trunk` of a `zoo.sections.Backbone`, from its source."""
     return source_for(backbone).build(backbone, unsafe)
+
+
+def fixed_size(model):
+    """The `(height, width)` of `model`'s image input, or None if not fixed."""
+    size = tuple(model.input_shape[1:3])
+    return None if None in size else size
 
 
 def cut(model, layer, where, of):

@@ -13,8 +13,8 @@ import re
 import h5py
 import keras
 
-from zoo.backbones import BackboneSource, Entry, Trunk, plain_name, cut, register_source
-from zoo.errors import SpecError, first_line, json_path
+from zoo.backbones import BackboneSource, Entry, Trunk, cut, fixed_size, plain_name, register_source
+from zoo.errors import SpecError, first_line
 from zoo.small_cnn import small_cnn
 
 # The input side each model was trained on at ImageNet (224 unless listed).
@@ -176,7 +176,8 @@ class Applications(BackboneSource):
             raise SpecError([("$.backbone.weights", _no_download(entry.name, error))]) from None
         if from_file:
             load_weights_file(model, backbone.weights, "$.backbone.weights")
-        return Trunk(cut(model, backbone.cut_at, "$.backbone.cut_at", entry.name), entry.preprocess_input)
+        return Trunk(cut(model, backbone.cut_at, "$.backbone.cut_at", entry.name), entry.preprocess_input,
+                     fixed_size(model))
 
     def entries(self):
         return [entry.entry() for entry in REGISTRY.values()]

@@ -20,7 +20,7 @@ import shlex
 
 import keras
 
-from zoo.backbones import BackboneSource, Entry, Trunk, cut, register_source
+from zoo.backbones import BackboneSource, Entry, Trunk, cut, fixed_size, register_source
 from zoo.errors import SpecError, first_line
 
 HANDLE_SCHEMES = ("kaggle://", "hf://", "modelscope://", "gs://")
@@ -82,7 +82,6 @@ class KerasHub(BackboneSource):
 
     key = "preset"
     options = ("input_shape",)
-    has_image_size = True  # its image converter's
 
     def errors(self, backbone, exists):
         preset = backbone["preset"]
@@ -114,8 +113,10 @@ class KerasHub(BackboneSource):
         try:
             hub_backbone = keras_hub.models.Backbone.from_preset(preset, **options)
         except Exception as error:
-            if options and isinstance(error, ValueError) and "shape" in str(error).lower():
-                raise SpecError([("$.backbone.input_shape", f"{preset}: {first_line(str(error))}")]) from None
+            if options and "image_shape" in str(error):
+                reason = ("this backbone family does not take an input shape (KerasHub's image_shape); leave "
+                          "input_shape out" if "Unrecognized keyword" in str(error) else first_line(str(error)))
+                raise SpecError([("$.backbone.input_shape", f"{preset}: {reason}")]) from None
             raise SpecError([("$.backbone.preset", _cannot_load(preset, error))]) from None
         inputs = hub_backbone.inputs
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
@@ -124,10 +125,12 @@ class KerasHub(BackboneSource):
                                                    "image backbones (`zoo list --source keras_hub`)")])
         try:
             converter = keras_hub.layers.ImageConverter.from_preset(preset)
-        except Exception:  # a preset folder saved without its image converter
+        except FileNotFoundError:  # a preset saved without its image converter
             converter = None
+        except Exception as error:
+            raise SpecError([("$.backbone.preset", _cannot_load(preset, error))]) from None
         size = tuple(converter.image_size) if converter is not None and converter.image_size else None
-        return Trunk(_cut(hub_backbone, backbone.cut_at, preset), resized(converter, None), size,
+        return Trunk(_cut(hub_backbone, backbone.cut_at, preset), converted(converter, None), size or fixed_size(hub_backbone),
                      PresetWriter(hub_backbone, converter, backbone.cut_at))
 
     def entries(self):
@@ -144,6 +147,8 @@ def _cannot_load(preset, error):
     if is_local(preset):
         return (f"{preset} is not a KerasHub preset folder (config.json and model.weights.h5, as "
                 f"`save_to_preset` writes them): {reason}")
+    if not _is_network_failure(error):
+        return f"cannot load the KerasHub preset {preset!r}: {reason}"
     folder = re.sub(r"\W+", "_", preset.split("://")[-1]).strip("_")
     download = (f"import keras_hub as h; p, d = {json.dumps(preset)}, {json.dumps(folder)}; "
                 "h.models.Backbone.from_preset(p).save_to_preset(d); "
@@ -153,12 +158,38 @@ def _cannot_load(preset, error):
             f"backbone.preset to its path.")
 
 
-def resized(converter, image_size):
-    """A copy of an image converter that resizes to `image_size` (None: it
-    only rescales; the input pipeline has resized already)."""
+# What the exceptions of a download that found no network are called
+# (requests, urllib3, socket, huggingface_hub), or say.
+_NETWORK_FAILURES = ("ConnectionError", "NameResolutionError", "MaxRetryError", "Timeout", "ConnectTimeout",
+                     "gaierror", "OfflineModeIsEnabled", "URLError")
+_NETWORK_WORDS = ("Failed to resolve", "Name or service not known", "Temporary failure in name resolution",
+                  "Connection refused", "Network is unreachable", "Max retries exceeded")
+
+
+def _is_network_failure(error):
+    """Whether `error`, or one it came from, is a download finding no network."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if any(type(error).__name__.endswith(name) for name in _NETWORK_FAILURES) or any(
+                words in str(error) for words in _NETWORK_WORDS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def converted(converter, image_size, scale_offset=None):
+    """A copy of an image converter that resizes as zoo's input pipeline
+    does (bilinear, the whole image squeezed) to `image_size` (None: it
+    only rescales, the pipeline having resized already) and, given
+    `scale_offset`, rescales by it instead."""
     if converter is None:
         return None
-    return type(converter).from_config({**converter.get_config(), "image_size": image_size})
+    config = {**converter.get_config(), "image_size": image_size, "interpolation": "bilinear",
+              "antialias": False, "crop_to_aspect_ratio": False}
+    if scale_offset is not None:
+        config["scale"], config["offset"] = scale_offset
+    return type(converter).from_config(config)
 
 
 def _cut(backbone, cut_at, preset):
@@ -209,15 +240,24 @@ class PresetWriter:
         head_owner = next(cls for cls in self.task.__mro__ if "__init__" in cls.__dict__).__name__
         return _CLASSIFIER_POOLING.get(head_owner, {}).get(head.pooling)
 
-    def write(self, network, head, class_names, image_size, folder):
-        """Save `network` (whose head is `head`, trained on images of
-        `image_size`) in `folder`, with its class names in `class_names.json`.
-        Its image converter resizes to `image_size`."""
-        converter = resized(self.converter, tuple(image_size))
-        preprocessor = self.task.preprocessor_cls(image_converter=converter) if converter is not None else None
-        classifier = self.task(backbone=self.backbone, num_classes=head.classes, preprocessor=preprocessor,
+    def write(self, network, head, class_names, image_size, scale_offset, folder):
+        """Save `network` (whose head is `head`) in `folder`, with its class
+        names in `class_names.json`. Its image converter takes [0, 255]
+        pixels to what the network was trained on: it resizes to
+        `image_size` and rescales by `scale_offset` (`(scale, offset)`, or
+        None for the preset converter's own)."""
+        converter = self.converter or self.task.preprocessor_cls.image_converter_cls()
+        converter = converted(converter, tuple(image_size), scale_offset)
+        backbone = self.backbone
+        if backbone.dtype_policy.name != "float32":
+            # KerasHub 0.32 cannot load a preset saved under mixed precision: save a float32 copy.
+            backbone = type(backbone).from_config({**backbone.get_config(), "dtype": "float32"})
+            backbone.set_weights(self.backbone.get_weights())
+        classifier = self.task(backbone=backbone, num_classes=head.classes,
+                               preprocessor=self.task.preprocessor_cls(image_converter=converter),
                                pooling=self._pooling(head), dropout=head.dropout,
-                               activation="softmax" if head.activation == "softmax" else None)
+                               activation="softmax" if head.activation == "softmax" else None,
+                               head_dtype="float32")  # as the zoo head, also under mixed precision
         classifier.output_dense.set_weights(network.layers[-1].get_weights())
         classifier.save_to_preset(folder)
         with open(os.path.join(folder, CLASS_NAMES), "w") as f:

@@ -4,7 +4,7 @@ at the layer `cut_at`."""
 import h5py
 import keras
 
-from zoo.backbones import BackboneSource, Trunk, cut, register_source
+from zoo.backbones import BackboneSource, Trunk, cut, fixed_size, register_source
 from zoo.errors import SpecError, first_line
 
 
@@ -28,7 +28,7 @@ class SavedModel(BackboneSource):
 
     def build(self, backbone, unsafe=False):
         saved = load_saved_model(backbone.model, unsafe)
-        return Trunk(cut(saved, backbone.cut_at, "$.backbone.cut_at", backbone.model))
+        return Trunk(cut(saved, backbone.cut_at, "$.backbone.cut_at", backbone.model), image_size=fixed_size(saved))
 
 
 def load_saved_model(path, unsafe=False):
