@@ -207,6 +207,16 @@ def test_token_pooling_and_the_pyramid_of_a_transformer(tmp_path):
     assert build_model({**spec, "head": {"classes": 10}}).get_layer("head_pool").output.shape == (None, 8)
     refused({**spec, "backbone": {"preset": folder, "cut_at": "P4"}}, tmp_path, "$.backbone.cut_at",
             r"ViTBackbone\): it has no feature pyramid; cut at a layer")
+    # A ViT run's preset folder is KerasHub's ViT classifier, on the class token.
+    result = train({**spec, "data": {"builtin": "digits", "image_size": [32, 32], "classes": [0, 1]},
+                    "head": {"classes": 2, "pooling": "token"}}, run_dir=tmp_path / "vit", verbose=0)
+    from keras_hub.models import ImageClassifier
+
+    classifier = ImageClassifier.from_preset(str(tmp_path / "vit" / "preset"))
+    assert (type(classifier).__name__, classifier.pooling) == ("ViTImageClassifier", "token")
+    images = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(classifier.predict(images, verbose=0),
+                               result.model.predict(images / 255.0, verbose=0), atol=1e-5)
     refused(spec_with(head={"classes": 10, "pooling": "token"}), tmp_path, "$.head.pooling",
             r"the backbone's features have the shape \(4, 4, 64\): use avg, max or flatten")
 

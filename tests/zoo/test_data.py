@@ -5,7 +5,7 @@ import pytest
 from zoo.data import load_data
 from zoo.datasets import load_digits
 from zoo.spec import SpecError, load_spec
-from zoo.train import train
+from zoo.train import train, validate
 from tests.zoo.conftest import write_spec
 
 
@@ -121,9 +121,12 @@ def test_data_errors_are_spec_errors(tmp_path):
 
 def test_image_shape_mismatch_is_a_spec_error_before_training(tmp_path):
     spec = {"backbone": {"name": "small_cnn", "input_shape": [16, 16, 1]}, "head": {"classes": 10},
-            "solver": {"base_lr": 0.01, "epochs": 1}, "data": {"builtin": "digits"}}
+            "solver": {"base_lr": 0.01, "epochs": 1}, "data": {"builtin": "digits", "image_size": [8, 8]}}
     with pytest.raises(SpecError, match=r"images are \(8, 8, 1\) but the model takes \(16, 16, 1\)"):
         train(write_spec(tmp_path, spec), run_dir=tmp_path / "run", verbose=0)
+    # Without image_size, the images take the backbone's size.
+    del spec["data"]["image_size"]
+    assert validate(spec).data.image_shape == (16, 16, 1)
 
 
 def test_training_from_an_image_folder(image_files, tmp_path):
