@@ -26,16 +26,20 @@ def write_atomically(target, write):
 
 def write_folder_atomically(target, write):
     """`write(path)` to a new temporary folder beside `target`, then put it
-    in `target`'s place (replacing a previous `target` folder)."""
+    in `target`'s place: a previous `target` folder is renamed aside first
+    (a folder cannot be renamed over another), then removed. Only between
+    the two renames is there no `target`."""
     directory = os.path.dirname(os.path.abspath(target))
     temporary = tempfile.mkdtemp(dir=directory, prefix=TEMPORARY, suffix=os.path.basename(target))
+    previous = temporary + ".old"
     try:
         write(temporary)
         if os.path.isdir(target):
-            shutil.rmtree(target)
-        os.replace(temporary, target)
+            os.rename(target, previous)
+        os.rename(temporary, target)
     finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+        for leftover in (temporary, previous):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def remove(path):

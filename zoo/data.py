@@ -34,7 +34,8 @@ def load_data(data, seed, channels, classes=None, preprocess=None):
             unless `data.channels` says otherwise.
         classes: Integer or None. The model's outputs: integer labels must
             lie in `[0, classes)`.
-        preprocess: The backbone's `preprocess_input`, for
+        preprocess: The backbone's own preprocessing of [0, 255] pixels
+            (a `preprocess_input`, a KerasHub image converter), for
             `normalization: "backbone"`.
 
     Unreadable or corrupt images, missing files, empty class folders,

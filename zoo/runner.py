@@ -87,6 +87,7 @@ class Runner:
         self.strategy = _strategy(spec.distribute)
         self.model = None
         self.trunk = None  # the backbone's `zoo.backbones.Trunk`, built by `build`
+        self.no_preset = None  # why a KerasHub backbone's network gets no preset folder
         self.data = None  # the spec's `ImageData`, loaded by `build`
         self._stage = None  # (index, lr_mult table) of the stage the model is compiled for
 
@@ -110,6 +111,8 @@ class Runner:
             with self.strategy.scope():
                 self.trunk = build_trunk(spec.backbone, self.unsafe)
                 model = build_network(self.trunk, spec.head, spec.name)
+            if self.trunk.preset_writer is not None:
+                self.no_preset = self.trunk.preset_writer.problem(spec.head)
         finally:
             keras.mixed_precision.set_dtype_policy("float32")
         _check_selectors(model, spec.stages)
@@ -135,8 +138,8 @@ class Runner:
         spec, trunk = self.spec, self.trunk
         if spec.data.normalization == "backbone" and trunk.preprocess is None:
             raise SpecError([("$.data.normalization", "\"backbone\": the backbone has no preprocessing of its own "
-                                                      "(a preset saved without image_converter.json); give "
-                                                      "{\"mean\", \"std\"} or \"none\"")])
+                                                      "(for a preset: it was saved without image_converter.json); "
+                                                      "give {\"mean\", \"std\"} or \"none\"")])
         sections = spec.data
         if sections.image_size is None:
             sections = dataclasses.replace(sections, image_size=trunk.image_size)

@@ -255,8 +255,10 @@ def _data_errors(data, backbone, base_dir):
                 errors.append((f"{path}.{key}", f"no such {'folder' if is_folder else 'file'}: {section[key]}"))
     errors += crop_errors(data.get("augment", {}).get("random_crop"), data.get("image_size"))
     if data.get("normalization") == "backbone" and not _knows_preprocessing(backbone):
-        errors.append(("$.data.normalization", "\"backbone\" needs a backbone that knows its input "
-                                               "preprocessing (`backbone.name` or `backbone.preset`)"))
+        knowing = " or ".join(f"`backbone.{key}`" for key, source in backbones.SOURCES.items()
+                              if source.has_preprocessing)
+        errors.append(("$.data.normalization", f"\"backbone\" needs a backbone that knows its input "
+                                               f"preprocessing ({knowing})"))
     return errors
 
 

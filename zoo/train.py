@@ -112,7 +112,7 @@ def validate(spec, deep=True, unsafe=False):
     runner = Runner(spec, unsafe=unsafe)
     with naming(source):
         model = runner.build()
-    return Validation(spec, deep=True, model=model, data=runner.data, no_preset=no_preset(runner))
+    return Validation(spec, deep=True, model=model, data=runner.data, no_preset=runner.no_preset)
 
 
 def build_model(spec, stage=0, unsafe=False):
@@ -192,8 +192,8 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
             print(f"{summary_of_skipped(runner.data.skipped)} (all in {paths['skipped_files.csv']})")
         if verbose:
             model.summary(line_length=100)
-            if no_preset(runner):
-                print(f"No KerasHub preset folder will be written: {no_preset(runner)}; model.keras will hold "
+            if runner.no_preset:
+                print(f"No KerasHub preset folder will be written: {runner.no_preset}; model.keras will hold "
                       "the network.")
         try:
             outcome = runner.run(resume=state, callbacks=callbacks, verbose=verbose)
@@ -210,21 +210,14 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
             print(f"\nBest epoch {outcome.best_epoch + 1}: {outcome.monitor}={outcome.best:.4f}.")
         print(f"Run folder: {run_dir}")
     return TrainResult(log.history(), log.lr_per_step(), outcome.best_epoch, outcome.monitor, outcome.best,
-                       model, run_dir, paths, diverged, runner.data.skipped, no_preset(runner))
-
-
-def no_preset(runner):
-    """Why a run with a KerasHub backbone gets no preset folder (its network
-    has no KerasHub classifier form), or None."""
-    writer = runner.trunk.preset_writer
-    return None if writer is None else writer.problem(runner.spec.head)
+                       model, run_dir, paths, diverged, runner.data.skipped, runner.no_preset)
 
 
 def _write_preset(runner, folder):
     """The fine-tuned network as a KerasHub preset folder, for a KerasHub
     backbone whose network has the form of a KerasHub classifier."""
     writer = runner.trunk.preset_writer
-    if writer is not None and writer.problem(runner.spec.head) is None:
+    if writer is not None and runner.no_preset is None:
         write_folder_atomically(folder, lambda temporary: writer.write(
             runner.model, runner.spec.head, runner.data.class_names, runner.data.image_shape[:2],
             scale_and_offset(runner.spec.data.normalization), temporary))

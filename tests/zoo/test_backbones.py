@@ -107,6 +107,7 @@ def test_list_shows_both_sources_with_family_size_and_parameters():
     assert entries[("keras.applications", "resnet50")].params == PARAMS["ResNet50"]
     assert entries[("zoo", "small_cnn")].input_size == (8, 8)
     assert {"vit", "efficientnet", "dinov2", "mobilenet"} <= {e.family for e in entries.values()}
+    assert len([e for e in entries.values() if e.source == "keras_hub"]) == 105  # KerasHub 0.32's image presets
     # Text models are not backbones a spec can fine-tune on images.
     assert not any(e.family in ("bert", "gemma") for e in entries.values())
 
@@ -180,6 +181,9 @@ def test_token_pooling_needs_a_fixed_number_of_tokens(tmp_path):
 
 def test_a_preset_takes_an_input_shape(tiny_preset):
     assert trunk(preset=str(tiny_preset), input_shape=[40, 48, 3]).model.input_shape == (None, 40, 48, 3)
+    # ... which the images then take, rather than the converter's 32x32.
+    spec = preset_spec(tiny_preset, backbone={"preset": str(tiny_preset), "input_shape": [40, 48, 3]})
+    assert validate(spec).data.image_shape == (40, 48, 3)
 
 
 def test_a_keras_application_can_be_cut_at_a_layer():
@@ -243,7 +247,8 @@ def test_a_preset_without_an_image_converter(tmp_path, tiny_preset):
     folder = shutil.copytree(tiny_preset, tmp_path / "bare")
     os.remove(folder / "image_converter.json")
     refused(preset_spec(folder), tmp_path, "$.data.normalization",
-            r"the backbone has no preprocessing of its own \(a preset saved without image_converter.json\)")
+            r"the backbone has no preprocessing of its own \(for a preset: it was saved without "
+            r"image_converter.json\)")
     digits = tmp_path / "digits"
     (digits / "a").mkdir(parents=True)
     refused(preset_spec(folder, data={"folder": str(digits), "normalization": "none"}), tmp_path,
@@ -270,7 +275,21 @@ def test_a_builtin_preset_without_a_network_says_how_to_get_it(tmp_path, offline
         "On a machine with a network, run: python -c 'import keras_hub as h; p, d = \"resnet_18_imagenet\", "
         "\"resnet_18_imagenet\"; h.models.Backbone.from_preset(p).save_to_preset(d); "
         "h.layers.ImageConverter.from_preset(p).save_to_preset(d)'; then copy the folder resnet_18_imagenet/ "
-        "here and set backbone.preset to its path."), message
+        "beside the spec and set backbone.preset to \"./resnet_18_imagenet\"."), message
+
+
+def test_the_example_spec_trains_offline_on_a_preset_folder_beside_it(tmp_path, tiny_preset):
+    import shutil
+
+    # As the README says: the folder beside the spec, and "preset": "./resnet_18_imagenet".
+    shutil.copytree(tiny_preset, tmp_path / "resnet_18_imagenet")
+    example = json.loads(open(os.path.join(os.path.dirname(__file__), "..", "..", "specs",
+                                           "kerashub_finetune.json")).read())
+    example["backbone"]["preset"] = "./resnet_18_imagenet"
+    example["solver"]["epochs"] = 1  # of the example's 3
+    result = train(write_spec(tmp_path, example), run_dir=tmp_path / "run", verbose=0)
+    assert len(result.history) == 1 and result.no_preset is None
+    assert json.loads((tmp_path / "run" / "preset" / "class_names.json").read_text()) == [str(d) for d in range(10)]
 
 
 def test_the_download_command_writes_a_folder_a_spec_can_use(tmp_path, tiny_preset):
@@ -285,7 +304,7 @@ def test_a_handle_without_a_network_says_the_same(tmp_path, offline):
     refused(spec_with(backbone={"preset": "kaggle://keras/resnetv2/keras/resnet_18_imagenet/2"}), tmp_path,
             "$.backbone.preset", r"cannot download the KerasHub preset 'kaggle://keras/resnetv2/keras/"
                                  r"resnet_18_imagenet/2' \(no network\?\).* then copy the folder "
-                                 r"keras_resnetv2_keras_resnet_18_imagenet_2/ here")
+                                 r"keras_resnetv2_keras_resnet_18_imagenet_2/ beside the spec")
 
 
 def test_the_example_spec_offline_gets_the_same_answer(offline, tmp_path):
@@ -381,14 +400,13 @@ print(json.dumps({"task": type(classifier).__name__, "optimizer": type(model.opt
     assert loaded["names"] == [["5", "6", "7"][i] for i in expected.argmax(-1)]
 
 
-def test_model_keras_of_a_keras_applications_run_loads_without_zoo(tmp_path):
-    spec = spec_with(backbone={"name": "mobilenet_v3_small", "input_shape": [32, 32, 3], "weights": None},
-                     data={"builtin": "digits", "image_size": [32, 32], "classes": [0, 1]},
-                     head={"classes": 2}, slow=[{"match": "head_*", "lr_mult": 10}])
+def test_model_keras_of_a_registry_run_loads_without_zoo(tmp_path):
+    spec = spec_with(data={"builtin": "digits", "classes": [0, 1]}, head={"classes": 2},
+                     slow=[{"match": "head_*", "lr_mult": 10}])
     spec["solver"] = {"base_lr": 0.01, "epochs": 1, "batch_size": 64, "lr_policy": "step", "gamma": 0.5,
                       "stepsize": 2}
     result = train(spec, run_dir=tmp_path / "run", verbose=0)
-    images = np.random.default_rng(0).uniform(0, 1, (3, 32, 32, 3)).astype("float32")
+    images = np.random.default_rng(0).uniform(0, 1, (3, 8, 8, 1)).astype("float32")
     np.save(tmp_path / "images.npy", images)
     code = """
 import sys
@@ -434,6 +452,12 @@ def test_why_a_network_has_no_keras_hub_classifier_form(tmp_path, tiny_preset):
         "the backbone is cut at 'P2'; ResNetImageClassifier takes its whole output")
     assert reason(backbone={"preset": str(tiny_preset), "input_shape": [32, 32, 3]},
                   head={"classes": 10, "pooling": "flatten"}) == "ResNetImageClassifier has no 'flatten' pooling"
+    from keras_hub.models import VGGBackbone
+
+    vgg = str(tmp_path / "vgg")
+    VGGBackbone(stackwise_num_repeats=[1], stackwise_num_filters=[4], image_shape=(None, None, 3)).save_to_preset(vgg)
+    assert validate(preset_spec(vgg, data={"builtin": "digits"})).no_preset == (
+        "VGGImageClassifier has a head of its own, not pooling, dropout and one Dense layer")
     folder = str(tmp_path / "dino")
     DINOV2Backbone(patch_size=14, num_layers=1, hidden_dim=8, num_heads=2, intermediate_dim=16,
                    image_shape=(28, 28, 3)).save_to_preset(folder)
@@ -496,7 +520,8 @@ def test_a_kerashub_run_resumes(tmp_path, tiny_preset):
 
 def test_overwrite_replaces_the_preset_folder(tmp_path):
     folder = save_tiny_resnet_preset(tmp_path / "tiny", image_size=(16, 16))
-    spec = preset_spec(folder)
+    spec = preset_spec(folder, head={"classes": 2}, data={"builtin": "digits", "classes": [0, 1],
+                                                          "normalization": "backbone"})
     train(spec, run_dir=tmp_path / "run", verbose=0)
     first = (tmp_path / "run" / "preset" / "task.weights.h5").read_bytes()
     train({**spec, "seed": 1}, run_dir=tmp_path / "run", overwrite=True, verbose=0)

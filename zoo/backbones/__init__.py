@@ -11,10 +11,12 @@ selects it (timm's `register_model`, one level up):
 
 Each source checks its part of the spec (`errors`), names the keys that hold
 local paths (`local_paths`), builds the `Trunk` (`build`) and lists what it
-offers (`entries`, for `zoo list`). Every source cuts its model the same way
-(`cut`): at its feature output by default, or at the layer `cut_at`. Adding
-a source is one module with one `@register_source` class; nothing else in
-the package asks which source a spec uses.
+offers (`entries`, for `zoo list`). Every source cuts its model at a layer
+the same way (`cut`): at its feature output by default, or at the layer
+`cut_at` (a KerasHub backbone also at a pyramid level). Adding a source is
+one module with one `@register_source` class; the rest of the package asks
+only what the source knows (`has_preprocessing`, the `Trunk`), never which
+source a spec uses.
 """
 
 import dataclasses
@@ -39,7 +41,8 @@ class Entry:
         family: The architecture family (`resnet`, `efficientnet`, ...).
         input_size: `(height, width)` it was trained at, or None if unknown.
         params: Parameters without the classifier, or None if unknown.
-        pretrained: What its weights were trained on (`imagenet`), or "".
+        pretrained: Where its pretrained weights come from: `imagenet`
+            (`backbone.weights`), `preset` (the preset's own), or "" (none).
     """
 
     source: str
@@ -163,8 +166,8 @@ def list_backbones(pattern=None, source=None):
     source and name.
 
     Args:
-        pattern: A case-insensitive substring of the name, or a glob when
-            it holds `*`, `?` or `[`. None lists all.
+        pattern: Part of the name, ignoring case, `_` and `-`, or a glob
+            when it holds `*`, `?` or `[`. None lists all.
         source: Only this source's entries (`keras.applications`,
             `keras_hub` or `zoo`).
     """

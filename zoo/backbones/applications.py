@@ -133,8 +133,8 @@ def get_backbone(name):
     close = difflib.get_close_matches(plain_name(str(name)), list(REGISTRY), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(REGISTRY[c].name for c in close)}?" if close else ""
     raise ValueError(
-        f"Unknown backbone {name!r}.{hint} `zoo list` shows all {len(REGISTRY)} "
-        "keras.applications backbones, and the KerasHub presets (`backbone.preset`)."
+        f"Unknown backbone {name!r}.{hint} `zoo list --source keras.applications` shows them all; "
+        "`zoo list --source keras_hub` the KerasHub presets (`backbone.preset`)."
     )
 
 

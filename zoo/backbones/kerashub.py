@@ -32,6 +32,7 @@ CLASS_NAMES = "class_names.json"
 _CLASSIFIER_POOLING = {
     "ImageClassifier": {"avg": "avg", "max": "max"},
     "ViTImageClassifier": {"token": "token", "avg": "gap"},
+    "DeiTImageClassifier": {"token": "token", "avg": "gap"},
 }
 
 
@@ -129,8 +130,10 @@ class KerasHub(BackboneSource):
             converter = None
         except Exception as error:
             raise SpecError([("$.backbone.preset", _cannot_load(preset, error))]) from None
-        size = tuple(converter.image_size) if converter is not None and converter.image_size else None
-        return Trunk(_cut(hub_backbone, backbone.cut_at, preset), converted(converter, None), size or fixed_size(hub_backbone),
+        # The size the backbone takes: a given input_shape, else its converter's, else its fixed input's.
+        size = None if backbone.input_shape or converter is None or not converter.image_size else converter.image_size
+        return Trunk(_cut(hub_backbone, backbone.cut_at, preset), converted(converter, None),
+                     tuple(size) if size else fixed_size(hub_backbone),
                      PresetWriter(hub_backbone, converter, backbone.cut_at))
 
     def entries(self):
@@ -154,8 +157,8 @@ def _cannot_load(preset, error):
                 "h.models.Backbone.from_preset(p).save_to_preset(d); "
                 "h.layers.ImageConverter.from_preset(p).save_to_preset(d)")
     return (f"cannot download the KerasHub preset {preset!r} (no network?): {reason}. On a machine with a "
-            f"network, run: python -c {shlex.quote(download)}; then copy the folder {folder}/ here and set "
-            f"backbone.preset to its path.")
+            f"network, run: python -c {shlex.quote(download)}; then copy the folder {folder}/ beside the spec "
+            f"and set backbone.preset to \"./{folder}\".")
 
 
 # What the exceptions of a download that found no network are called
@@ -230,15 +233,20 @@ class PresetWriter:
         name = self.task.__name__
         if self.cut_at is not None:
             return f"the backbone is cut at {self.cut_at!r}; {name} takes its whole output"
+        if self._head_owner() not in _CLASSIFIER_POOLING:
+            return f"{name} has a head of its own, not pooling, dropout and one Dense layer"
         if head.hidden:
             return f"the head has hidden layers; {name} has one Dense layer"
         if self._pooling(head) is None:
             return f"{name} has no {head.pooling!r} pooling"
         return None
 
+    def _head_owner(self):
+        """The class whose __init__ builds the classifier's head."""
+        return next(cls for cls in self.task.__mro__ if "__init__" in cls.__dict__).__name__
+
     def _pooling(self, head):
-        head_owner = next(cls for cls in self.task.__mro__ if "__init__" in cls.__dict__).__name__
-        return _CLASSIFIER_POOLING.get(head_owner, {}).get(head.pooling)
+        return _CLASSIFIER_POOLING.get(self._head_owner(), {}).get(head.pooling)
 
     def write(self, network, head, class_names, image_size, scale_offset, folder):
         """Save `network` (whose head is `head`) in `folder`, with its class
