@@ -6,6 +6,7 @@ presets are small models written to folders by the test."""
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import warnings
@@ -292,12 +293,15 @@ def test_the_example_spec_trains_offline_on_a_preset_folder_beside_it(tmp_path, 
     assert json.loads((tmp_path / "run" / "preset" / "class_names.json").read_text()) == [str(d) for d in range(10)]
 
 
-def test_the_download_command_writes_a_folder_a_spec_can_use(tmp_path, tiny_preset):
-    # The command of the message above, run on a folder (the offline stand-in for the preset name).
-    command = ('import keras_hub as h; p, d = "PRESET", "copy"; h.models.Backbone.from_preset(p).save_to_preset(d); '
-               "h.layers.ImageConverter.from_preset(p).save_to_preset(d)").replace("PRESET", str(tiny_preset))
-    subprocess.run([sys.executable, "-c", command], cwd=tmp_path, check=True, capture_output=True)
-    assert validate(preset_spec(tmp_path / "copy")).data.image_shape == (32, 32, 3)
+def test_the_download_command_writes_a_folder_a_spec_can_use(tmp_path, tiny_preset, offline, monkeypatch):
+    with pytest.raises(SpecError) as caught:
+        validate(spec_with(backbone={"preset": "resnet_18_imagenet"}))
+    message = dict(caught.value.errors)["$.backbone.preset"]
+    python, flag, code = shlex.split(re.search(r"run: (python -c .*); then", message).group(1))
+    # The command itself, run here on a folder: the offline stand-in for the preset name.
+    monkeypatch.chdir(tmp_path)
+    exec(code.replace('p, d = "resnet_18_imagenet"', f'p, d = "{tiny_preset}"'), {})
+    assert validate(preset_spec("./resnet_18_imagenet")).data.image_shape == (32, 32, 3)
 
 
 def test_a_handle_without_a_network_says_the_same(tmp_path, offline):
@@ -363,70 +367,56 @@ def test_frozen_slow_and_stages_work_alike_on_both_sources(tmp_path, tiny_preset
 # --- the model handed back ----------------------------------------------------------
 
 
-def test_a_kerashub_run_writes_model_keras_and_a_preset_folder_that_load_without_zoo(tmp_path, tiny_preset):
-    spec = preset_spec(tiny_preset, head={"classes": 3, "dropout": 0.1},
-                       data={"builtin": "digits", "classes": [5, 6, 7], "normalization": "backbone"},
-                       slow=[{"match": "head_*", "lr_mult": 10}, {"match": "stack0_*", "lr_mult": 0.1}])
-    result = train(spec, run_dir=tmp_path / "run", verbose=0)
-    preset = tmp_path / "run" / "preset"
+def test_model_keras_and_the_preset_folder_load_where_zoo_is_not_installed(tmp_path, tiny_preset):
+    # A KerasHub run, and a registry (small_cnn) run with a step policy.
+    hub = train(preset_spec(tiny_preset, head={"classes": 3, "dropout": 0.1},
+                            data={"builtin": "digits", "classes": [5, 6, 7], "normalization": "backbone"},
+                            slow=[{"match": "head_*", "lr_mult": 10}, {"match": "stack0_*", "lr_mult": 0.1}]),
+                run_dir=tmp_path / "hub", verbose=0)
+    registry = spec_with(data={"builtin": "digits", "classes": [0, 1]}, head={"classes": 2},
+                         slow=[{"match": "head_*", "lr_mult": 10}])
+    registry["solver"] = {"base_lr": 0.01, "epochs": 1, "batch_size": 64, "lr_policy": "step", "gamma": 0.5,
+                          "stepsize": 2}
+    small = train(registry, run_dir=tmp_path / "small", verbose=0)
+    preset = tmp_path / "hub" / "preset"
     assert json.loads((preset / "class_names.json").read_text()) == ["5", "6", "7"]
-    images = np.random.default_rng(0).uniform(0, 255, (4, 20, 20, 3)).astype("float32")
-    np.save(tmp_path / "images.npy", images)
-    # What the run's model predicts on these images, resized and normalized as in training.
-    from keras_hub.layers import ImageConverter
-
-    converter = ImageConverter.from_preset(str(preset))
-    expected = result.model.predict(converter(images), verbose=0)
+    photos = np.random.default_rng(0).uniform(0, 255, (4, 20, 20, 3)).astype("float32")
+    digits = np.random.default_rng(0).uniform(0, 1, (3, 8, 8, 1)).astype("float32")
+    np.save(tmp_path / "photos.npy", photos)
+    np.save(tmp_path / "digits.npy", digits)
     code = """
 import sys
 sys.modules["zoo"] = sys.modules["callbacks"] = None  # this package is not installed
 import json, keras, keras_hub, numpy as np
-images = np.load(sys.argv[1])
-classifier = keras_hub.models.ImageClassifier.from_preset(sys.argv[2])
-model = keras.saving.load_model(sys.argv[3])
-names = json.load(open(sys.argv[2] + "/class_names.json"))
-print(json.dumps({"task": type(classifier).__name__, "optimizer": type(model.optimizer).__name__,
-                  "preset": classifier.predict(images, verbose=0).tolist(),
-                  "model": model.predict(classifier.preprocessor(images), verbose=0).tolist(),
-                  "names": [names[i] for i in classifier.predict(images, verbose=0).argmax(-1)]}))
+photos, digits = np.load("photos.npy"), np.load("digits.npy")
+classifier = keras_hub.models.ImageClassifier.from_preset("hub/preset")
+hub, small = keras.saving.load_model("hub/model.keras"), keras.saving.load_model("small/model.keras")
+names = json.load(open("hub/preset/class_names.json"))
+print(json.dumps({"task": type(classifier).__name__, "hub_optimizer": type(hub.optimizer).__name__,
+                  "preset": classifier.predict(photos, verbose=0).tolist(),
+                  "hub": hub.predict(classifier.preprocessor(photos), verbose=0).tolist(),
+                  "names": [names[i] for i in classifier.predict(photos, verbose=0).argmax(-1)],
+                  "small": small.predict(digits, verbose=0).tolist(), "small_loss": type(small.loss).__name__,
+                  "small_optimizer": small.optimizer.get_config()}))
 """
-    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "images.npy"), str(preset),
-                          str(tmp_path / "run" / "model.keras")], capture_output=True, text=True, cwd=tmp_path)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
+    assert "Skipping variable loading" not in run.stderr  # the optimizers' variables are all in the files
     loaded = json.loads(run.stdout.strip().splitlines()[-1])
-    assert loaded["task"] == "ResNetImageClassifier" and loaded["optimizer"] == "SGD"
+    # The KerasHub run: what its model predicts on the photos, resized and normalized as in training.
+    from keras_hub.layers import ImageConverter
+
+    expected = hub.model.predict(ImageConverter.from_preset(str(preset))(photos), verbose=0)
+    assert loaded["task"] == "ResNetImageClassifier" and loaded["hub_optimizer"] == "SGD"
     np.testing.assert_allclose(loaded["preset"], expected, atol=1e-5)
-    np.testing.assert_allclose(loaded["model"], expected, atol=1e-5)
+    np.testing.assert_allclose(loaded["hub"], expected, atol=1e-5)
     assert loaded["names"] == [["5", "6", "7"][i] for i in expected.argmax(-1)]
-
-
-def test_model_keras_of_a_registry_run_loads_without_zoo(tmp_path):
-    spec = spec_with(data={"builtin": "digits", "classes": [0, 1]}, head={"classes": 2},
-                     slow=[{"match": "head_*", "lr_mult": 10}])
-    spec["solver"] = {"base_lr": 0.01, "epochs": 1, "batch_size": 64, "lr_policy": "step", "gamma": 0.5,
-                      "stepsize": 2}
-    result = train(spec, run_dir=tmp_path / "run", verbose=0)
-    images = np.random.default_rng(0).uniform(0, 1, (3, 8, 8, 1)).astype("float32")
-    np.save(tmp_path / "images.npy", images)
-    code = """
-import sys
-sys.modules["zoo"] = sys.modules["callbacks"] = None
-import json, keras, numpy as np
-model = keras.saving.load_model(sys.argv[2])
-print(json.dumps({"optimizer": model.optimizer.get_config(), "loss": type(model.loss).__name__,
-                  "predictions": model.predict(np.load(sys.argv[1]), verbose=0).tolist()}))
-"""
-    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "images.npy"), str(tmp_path / "run" / "model.keras")],
-                         capture_output=True, text=True, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "Skipping variable loading" not in run.stderr  # the optimizer's variables are all in the file
-    loaded = json.loads(run.stdout.strip().splitlines()[-1])
-    np.testing.assert_allclose(loaded["predictions"], result.model.predict(images, verbose=0), atol=1e-5)
-    assert loaded["loss"] == "SparseCategoricalCrossentropy"
-    # The LR the run ended at: 0.01 halved every 2 steps.
-    steps = len(result.lr_per_step)
-    assert steps > 2 and loaded["optimizer"]["learning_rate"] == pytest.approx(0.01 * 0.5 ** (steps // 2))
-    assert loaded["optimizer"]["momentum"] == 0.9
+    # The registry run, compiled with plain SGD at the LR it ended at: 0.01 halved every 2 steps.
+    np.testing.assert_allclose(loaded["small"], small.model.predict(digits, verbose=0), atol=1e-5)
+    assert loaded["small_loss"] == "SparseCategoricalCrossentropy"
+    steps = len(small.lr_per_step)
+    assert steps > 2 and loaded["small_optimizer"]["learning_rate"] == pytest.approx(0.01 * 0.5 ** (steps // 2))
+    assert loaded["small_optimizer"]["momentum"] == 0.9
 
 
 def test_a_head_keras_hub_cannot_hold_gets_model_keras_only(tmp_path, tiny_preset, capsys):
@@ -500,9 +490,10 @@ def test_mixed_precision_model_keras_and_preset(tmp_path, tiny_preset):
                                result.model.predict(classifier.preprocessor(images), verbose=0), atol=2e-3)
 
 
-def test_a_kerashub_run_resumes(tmp_path, tiny_preset):
-    spec = preset_spec(tiny_preset, head={"classes": 3},
-                       data={"builtin": "digits", "classes": [0, 1, 2], "normalization": "backbone"})
+def test_a_kerashub_run_resumes_and_is_overwritten(tmp_path):
+    folder = save_tiny_resnet_preset(tmp_path / "tiny", image_size=(16, 16))
+    spec = preset_spec(folder, head={"classes": 2},
+                       data={"builtin": "digits", "classes": [0, 1], "normalization": "backbone"})
     spec["solver"]["epochs"] = 2
 
     class StopAfterOneEpoch(keras.callbacks.Callback):
@@ -515,14 +506,6 @@ def test_a_kerashub_run_resumes(tmp_path, tiny_preset):
     assert not (tmp_path / "run" / "preset").exists()
     resumed = train(spec, run_dir=tmp_path / "run", resume=True, verbose=0)
     assert resumed.history["epoch"].tolist() == [0, 1]
-    assert (tmp_path / "run" / "preset" / "task.weights.h5").exists()
-
-
-def test_overwrite_replaces_the_preset_folder(tmp_path):
-    folder = save_tiny_resnet_preset(tmp_path / "tiny", image_size=(16, 16))
-    spec = preset_spec(folder, head={"classes": 2}, data={"builtin": "digits", "classes": [0, 1],
-                                                          "normalization": "backbone"})
-    train(spec, run_dir=tmp_path / "run", verbose=0)
     first = (tmp_path / "run" / "preset" / "task.weights.h5").read_bytes()
     train({**spec, "seed": 1}, run_dir=tmp_path / "run", overwrite=True, verbose=0)
     assert (tmp_path / "run" / "preset" / "task.weights.h5").read_bytes() != first
