@@ -10,9 +10,9 @@ import tensorflow as tf
 from callbacks import BestWeights, DivergenceGuard, PlateauDecay, lr_per_step
 from zoo.backbones import build_trunk
 from zoo.data import load_data
+from zoo.datasets import DIGITS_SIZE
 from zoo.errors import SpecError, first_line
 from zoo.model import HEAD_PREFIX, build_network, compile_stage, configure_layers, selected_layers
-from zoo.datasets import DIGITS_SIZE
 from zoo.sections import Stage, to_dict
 from zoo.spec import crop_errors
 
@@ -140,18 +140,18 @@ class Runner:
             raise SpecError([("$.data.normalization", "\"backbone\": the backbone has no preprocessing of its own "
                                                       "(for a preset: it was saved without image_converter.json); "
                                                       "give {\"mean\", \"std\"} or \"none\"")])
-        sections = spec.data
-        if sections.image_size is None:
-            sections = dataclasses.replace(sections, image_size=trunk.image_size)
-        if sections.image_size is None and not sections.builtin:
+        section = spec.data
+        if section.image_size is None:
+            section = dataclasses.replace(section, image_size=trunk.image_size)
+        if section.image_size is None and not section.builtin:
             raise SpecError([("$.data.image_size", "required: the size images are resized to (the backbone's "
                                                    "input size is not fixed, nor given by a preset's converter)")])
-        errors = crop_errors(sections.augment.random_crop, sections.image_size or (DIGITS_SIZE if sections.builtin
+        errors = crop_errors(section.augment.random_crop, section.image_size or (DIGITS_SIZE if section.builtin
                                                                                     else None))
         if errors:
             raise SpecError(errors)
         preprocess = trunk.preprocess if spec.data.normalization == "backbone" else None
-        data = load_data(sections, spec.seed, channels=self.model.input_shape[-1], classes=spec.head.classes,
+        data = load_data(section, spec.seed, channels=self.model.input_shape[-1], classes=spec.head.classes,
                          preprocess=preprocess)
         errors = _image_errors(self.model, data.image_shape)
         if len(data.class_names) != spec.head.classes:
