@@ -146,8 +146,8 @@ class Runner:
         if section.image_size is None and not section.builtin:
             raise SpecError([("$.data.image_size", "required: the size images are resized to (the backbone's "
                                                    "input size is not fixed, nor given by a preset's converter)")])
-        errors = crop_errors(section.augment.random_crop, section.image_size or (DIGITS_SIZE if section.builtin
-                                                                                    else None))
+        size = section.image_size or (DIGITS_SIZE if section.builtin else None)
+        errors = crop_errors(section.augment.random_crop, size)
         if errors:
             raise SpecError(errors)
         preprocess = trunk.preprocess if spec.data.normalization == "backbone" else None
