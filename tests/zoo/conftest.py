@@ -100,3 +100,15 @@ def save_tiny_resnet_preset(folder, image_size=(32, 32)):
 @pytest.fixture(scope="session")
 def tiny_preset(tmp_path_factory):
     return save_tiny_resnet_preset(tmp_path_factory.mktemp("presets") / "tiny_resnet")
+
+
+def stop_after_one_epoch():
+    """A callback that interrupts a `fit` as Ctrl-C would, when its second epoch begins."""
+    import keras
+
+    class StopAfterOneEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    return StopAfterOneEpoch()

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.zoo.conftest import save_tiny_resnet_preset, write_spec
+from tests.zoo.conftest import save_tiny_resnet_preset, stop_after_one_epoch, write_spec
 from tests.zoo.test_faults import refused, spec_with
 from zoo import backbones
 from zoo.backbones import build_trunk, get_backbone, list_backbones
@@ -496,13 +496,8 @@ def test_a_kerashub_run_resumes_and_is_overwritten(tmp_path):
                        data={"builtin": "digits", "classes": [0, 1], "normalization": "backbone"})
     spec["solver"]["epochs"] = 2
 
-    class StopAfterOneEpoch(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 1:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        train(spec, run_dir=tmp_path / "run", callbacks=[StopAfterOneEpoch()], verbose=0)
+        train(spec, run_dir=tmp_path / "run", callbacks=[stop_after_one_epoch()], verbose=0)
     assert not (tmp_path / "run" / "preset").exists()
     resumed = train(spec, run_dir=tmp_path / "run", resume=True, verbose=0)
     assert resumed.history["epoch"].tolist() == [0, 1]

@@ -16,7 +16,7 @@ import pytest
 from zoo.cli import main
 from zoo.spec import SpecError
 from zoo.train import RunError, train
-from tests.zoo.conftest import write_spec
+from tests.zoo.conftest import stop_after_one_epoch, write_spec
 
 # Trains a spec with resume=True; argv[3] says where the process kills itself:
 # {"epoch": e, "batch": b} after that batch, {"checkpoint": e} halfway through
@@ -188,13 +188,8 @@ def test_resume_continues_the_optimizer_and_callbacks_in_process(tmp_path):
     spec["deterministic"] = True
     whole = train(spec, run_dir=tmp_path / "whole", verbose=0)
 
-    class StopAfterOneEpoch(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 1:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        train(spec, run_dir=tmp_path / "part", callbacks=[StopAfterOneEpoch()], verbose=0)
+        train(spec, run_dir=tmp_path / "part", callbacks=[stop_after_one_epoch()], verbose=0)
     part = pd.read_csv(tmp_path / "part" / "history.csv")
     assert len(part) == 1
     resumed = train(spec, run_dir=tmp_path / "part", resume=True, verbose=0)
