@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from zoo.datasets import load_digits, shuffle_split
+from zoo.datasets import DIGITS_SIZE, load_digits, shuffle_split
 from zoo.spec import SpecError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -203,7 +203,9 @@ class ImageData:
         """Resize, channels, crop, flip and normalize a batch; `key` None
         means validation (central crops, no flips)."""
         data = self._data
-        if data.builtin and data.image_size:  # files are resized on decode
+        # Files are resized on decode; the digits here, unless image_size is
+        # their own (the default for a backbone of their size).
+        if data.builtin and data.image_size and tuple(data.image_size) != DIGITS_SIZE:
             images = tf.image.resize(images, data.image_size)
         if self._to_rgb:
             images = tf.repeat(images, 3, axis=-1)

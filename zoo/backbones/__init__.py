@@ -179,7 +179,7 @@ def list_backbones(pattern=None, source=None):
     if any(char in pattern for char in "*?["):
         matches = lambda name: fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(plain_name(name), plain_name(pattern))
     else:
-        matches = lambda name: pattern in name or plain_name(pattern) in plain_name(name)
+        matches = lambda name: plain_name(pattern) in plain_name(name)
     return sorted((entry for entry in entries
                    if (source is None or entry.source == source) and matches(entry.name.lower())),
                   key=lambda entry: (entry.source, entry.name))
