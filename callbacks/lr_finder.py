@@ -11,8 +11,15 @@ from keras.saving import register_keras_serializable
 from callbacks import _checks, _training_state
 from callbacks.base import LRScheduleCallback
 
-STEEPEST = "steepest fall of the smoothed loss"
-MINIMUM_OVER_10 = "learning rate at the minimum smoothed loss / 10"
+# The rules `suggest_lrs` applies, by name; `valley` is the default (see its docstring).
+RULES = {
+    "valley": "middle of the longest stretch where the smoothed loss keeps falling",
+    "steep": "steepest fall of the smoothed loss before its minimum",
+    "minimum": "learning rate at the minimum smoothed loss / 10",
+}
+DEFAULT_RULE = "valley"
+# Below this relative fall from where the sweep started, no LR "lowered the loss".
+MIN_FALL = 0.05
 
 
 @dataclasses.dataclass
@@ -22,34 +29,54 @@ class LRFinderResult:
     Attributes:
         history: `pandas.DataFrame` with one row per recorded step and the
             columns `lr`, `loss` and `smoothed_loss`.
-        suggested_lr: Float. The suggested learning rate.
-        rule: String. How `suggested_lr` was chosen.
+        suggestions: Dict. The LR each rule of `RULES` suggests, by rule
+            name; empty when no LR lowered the loss.
+        rule: String. The rule behind `suggested_lr`.
         stop_reason: String. Why the sweep ended.
     """
 
     history: pd.DataFrame
-    suggested_lr: float
+    suggestions: dict
     rule: str
     stop_reason: str
 
+    @property
+    def suggested_lr(self):
+        """The LR `rule` suggests. Raises `ValueError` when no LR of the
+        sweep lowered the loss."""
+        if not self.suggestions:
+            first, last = self.history["lr"].iloc[0], self.history["lr"].iloc[-1]
+            raise ValueError(
+                f"No learning rate from {first:.3g} to {last:.3g} lowered the loss by {MIN_FALL:.0%} "
+                f"({self.stop_reason}): widen the sweep (a larger `max_lr`, or more `num_steps`), or check "
+                "that the model has layers to train and that its labels match its data."
+            )
+        return self.suggestions[self.rule]
+
     def plot(self, path):
-        """Write the loss against the LR (log x axis) to the PNG file `path`."""
+        """Write the loss against the LR (log x axis) to the PNG file
+        `path`, each rule's suggestion marked."""
         from matplotlib.figure import Figure  # no pyplot: no GUI backend needed
 
         figure = Figure(figsize=(7, 4.5))
-        axes = figure.add_subplot()
-        axes.plot(self.history["lr"], self.history["loss"], alpha=0.35, label="loss")
-        axes.plot(self.history["lr"], self.history["smoothed_loss"], label="smoothed loss")
-        axes.axvline(self.suggested_lr, color="tab:red", linestyle="--",
-                     label=f"suggested {self.suggested_lr:.2g}")
-        axes.set_xscale("log")
-        axes.set_xlabel("learning rate")
-        axes.set_ylabel("loss")
-        axes.set_title(f"LR range test ({self.rule})")
-        axes.legend()
+        self.draw(figure.add_subplot())
         figure.tight_layout()
         figure.savefig(path, dpi=100)
         return path
+
+    def draw(self, axes, title="LR range test"):
+        """Draw the sweep on matplotlib `axes`."""
+        axes.plot(self.history["lr"], self.history["loss"], alpha=0.35, label="loss")
+        axes.plot(self.history["lr"], self.history["smoothed_loss"], label="smoothed loss")
+        for (rule, lr), color in zip(self.suggestions.items(), ("tab:red", "tab:green", "tab:purple")):
+            chosen = rule == self.rule
+            axes.axvline(lr, color=color, linestyle="-" if chosen else "--", linewidth=2 if chosen else 1,
+                         label=f"{rule} {lr:.2g}" + (" (chosen)" if chosen else ""))
+        axes.set_xscale("log")
+        axes.set_xlabel("learning rate")
+        axes.set_ylabel("loss")
+        axes.set_title(title if self.suggestions else f"{title}: no LR lowered the loss")
+        axes.legend()
 
 
 @register_keras_serializable(package="zoo")
@@ -66,10 +93,9 @@ class LRFinder(LRScheduleCallback):
 
     When the fit ends, the model's weights and the optimizer's state
     (iteration counter included) are put back exactly as they were, and
-    `result` holds an `LRFinderResult`: the per-step DataFrame and a suggested
-    LR, the steepest fall of the smoothed loss before its minimum (or that
-    minimum's LR / 10 when there are too few points). Use `find_lr` to run it
-    in one call.
+    `result` holds an `LRFinderResult`: the per-step DataFrame and the LR
+    each rule suggests (`suggest_lrs`), `rule`'s being `suggested_lr`. Use
+    `find_lr` to run it in one call.
 
     With `steps_per_execution=k` a point is recorded every `k` steps (the
     mean loss of those steps, at the last step's LR).
@@ -79,7 +105,8 @@ class LRFinder(LRScheduleCallback):
     ```python
     finder = LRFinder(min_lr=1e-6, max_lr=1.0, num_steps=100)
     model.fit(x, y, epochs=100, callbacks=[finder], verbose=0)  # it stops itself
-    finder.result.suggested_lr
+    finder.result.suggested_lr     # valley
+    finder.result.suggestions      # {"valley": ..., "steep": ..., "minimum": ...}
     finder.result.plot("lr_find.png")
     ```
 
@@ -91,11 +118,13 @@ class LRFinder(LRScheduleCallback):
             times its minimum. Defaults to `3.0`.
         smoothing: Float in [0, 1). The moving average's weight of the past.
             Defaults to `0.98`.
-        verbose: Integer. 1 prints the suggestion at the end. Defaults to `1`.
+        rule: String, one of `RULES`: the suggestion that becomes
+            `result.suggested_lr`. Defaults to `"valley"`.
+        verbose: Integer. 1 prints the suggestions at the end. Defaults to `1`.
     """
 
     def __init__(self, min_lr=1e-7, max_lr=10.0, num_steps=100, stop_factor=3.0,
-                 smoothing=0.98, verbose=1):
+                 smoothing=0.98, rule=DEFAULT_RULE, verbose=1):
         super().__init__()
         self.min_lr = _checks.number("min_lr", min_lr, minimum=0)
         self.max_lr = _checks.number("max_lr", max_lr, minimum=self.min_lr)
@@ -104,6 +133,7 @@ class LRFinder(LRScheduleCallback):
         self.smoothing = _checks.number("smoothing", smoothing, minimum=0, exclusive=False)
         if self.smoothing >= 1:
             raise ValueError(f"Argument `smoothing` must be < 1. Received: smoothing={smoothing!r}")
+        self.rule = _checks.one_of("rule", rule, list(RULES))
         self.verbose = verbose
         self.result = None
 
@@ -165,10 +195,10 @@ class LRFinder(LRScheduleCallback):
         # The LR column in one evaluation, rather than one per batch.
         lr = ops.convert_to_numpy(self(np.array(steps))).astype("float64")
         history = pd.DataFrame({"lr": lr, "loss": losses, "smoothed_loss": smoothed})
-        lr, rule = suggest_lr(history)
-        self.result = LRFinderResult(history, lr, rule, self._stop_reason)
+        self.result = LRFinderResult(history, suggest_lrs(history), self.rule, self._stop_reason)
         if self.verbose:
-            print(f"LRFinder: {self._stop_reason}; suggested lr {lr:.3g} ({rule}).")
+            found = ", ".join(f"{rule} {lr:.3g}" for rule, lr in self.result.suggestions.items())
+            print(f"LRFinder: {self._stop_reason}; suggested: {found or 'none (no LR lowered the loss)'}.")
 
     def get_config(self):
         return {
@@ -177,30 +207,67 @@ class LRFinder(LRScheduleCallback):
             "num_steps": self.num_steps,
             "stop_factor": self.stop_factor,
             "smoothing": self.smoothing,
+            "rule": self.rule,
             "verbose": self.verbose,
         }
 
 
-def suggest_lr(history):
-    """`(lr, rule)` from an LR range test's `history` DataFrame.
+def suggest_lrs(history):
+    """The LR each rule of `RULES` suggests, from an LR range test's
+    `history` DataFrame (`lr`, `smoothed_loss`); `{}` when the smoothed loss
+    never fell `MIN_FALL` below where the sweep started.
 
-    The steepest fall of the smoothed loss before its minimum, measured over
-    windows of a tenth of the points (single-step slopes are mostly noise);
-    with too few points, the LR at the minimum divided by 10.
+    - `valley` (fastai's default since v2.5): the longest run of points
+      whose smoothed loss keeps falling (a longest decreasing subsequence),
+      and the LR at its middle. It uses the whole descent, so one noisy
+      slope cannot move it much, and it lands well before the blow-up.
+    - `steep`: the steepest fall of the smoothed loss before its minimum,
+      measured over windows of a tenth of the points (single-step slopes
+      are mostly noise). Often the fastest LR that still learns.
+    - `minimum`: the LR at the minimum smoothed loss / 10 (the classic,
+      conservative rule).
+
+    As fastai does, `valley` and `steep` skip the first tenth of the points
+    (the moving average still warms up) and the last five (the blow-up).
     """
-    upto = int(np.argmin(history["smoothed_loss"].to_numpy())) + 1
-    log_lr = np.log(history["lr"].to_numpy()[:upto])
-    smoothed = history["smoothed_loss"].to_numpy()[:upto]
-    window = max(2, len(history) // 10)
-    if upto > window:
-        slopes = (smoothed[window:] - smoothed[:-window]) / (log_lr[window:] - log_lr[:-window])
-        start = int(np.argmin(slopes))
-        return float(np.exp(log_lr[start + window // 2])), STEEPEST
-    return float(np.exp(log_lr[-1]) / 10), MINIMUM_OVER_10
+    lr = history["lr"].to_numpy()
+    smoothed = history["smoothed_loss"].to_numpy()
+    head = max(1, len(lr) // 10)
+    if not len(lr) or smoothed.min() >= (1 - MIN_FALL) * history["loss"].to_numpy()[:head].mean():
+        return {}
+    lowest = int(np.argmin(smoothed))
+    trimmed = slice(head, len(lr) - 5) if len(lr) - 5 - head >= 3 else slice(0, len(lr))
+    return {
+        "valley": float(lr[trimmed][_valley(smoothed[trimmed])]),
+        "steep": _steepest(lr[: lowest + 1], smoothed[: lowest + 1], window=max(2, len(lr) // 10)),
+        "minimum": float(lr[lowest] / 10),
+    }
 
 
-def find_lr(model, x, y=None, *, batch_size=None, min_lr=1e-7, max_lr=10.0,
-            num_steps=100, stop_factor=3.0, smoothing=0.98, plot_path=None, verbose=1):
+def _valley(loss):
+    """The index halfway along the longest decreasing run of `loss`."""
+    length = np.ones(len(loss), dtype=int)  # of the longest decreasing subsequence ending at i
+    for i in range(1, len(loss)):
+        falls_to_i = loss[:i] > loss[i]
+        if falls_to_i.any():
+            length[i] = length[:i][falls_to_i].max() + 1
+    end = int(np.argmax(length))
+    start = end - length[end] + 1
+    return start + (end - start) // 2
+
+
+def _steepest(lr, smoothed, window):
+    """The LR where the smoothed loss falls fastest against log(lr); the
+    first LR when there are too few points to measure a slope."""
+    log_lr = np.log(lr)
+    if len(lr) <= window:
+        return float(lr[0])
+    slopes = (smoothed[window:] - smoothed[:-window]) / (log_lr[window:] - log_lr[:-window])
+    return float(np.exp(log_lr[int(np.argmin(slopes)) + window // 2]))
+
+
+def find_lr(model, x, y=None, *, batch_size=None, steps_per_epoch=None, min_lr=1e-7, max_lr=10.0,
+            num_steps=100, stop_factor=3.0, smoothing=0.98, rule=DEFAULT_RULE, plot_path=None, verbose=1):
     """Run the LR range test on a compiled `model`; see `LRFinder`.
 
     The data is repeated for as many epochs as the sweep needs. The model's
@@ -208,17 +275,21 @@ def find_lr(model, x, y=None, *, batch_size=None, min_lr=1e-7, max_lr=10.0,
 
     Args:
         model: A compiled Keras model.
-        x, y, batch_size: The training data, as `model.fit` takes them.
-        min_lr, max_lr, num_steps, stop_factor, smoothing: See `LRFinder`.
+        x, y, batch_size, steps_per_epoch: The training data, as `model.fit`
+            takes them. With `steps_per_epoch`, `x` (a dataset) must yield
+            `ceil(num_steps / steps_per_epoch)` epochs of batches.
+        min_lr, max_lr, num_steps, stop_factor, smoothing, rule: See `LRFinder`.
         plot_path: String or `None`. Where to write the PNG plot.
-        verbose: Integer. 1 prints the suggestion.
+        verbose: Integer. 1 prints the suggestions.
 
     Returns:
         An `LRFinderResult`.
     """
-    finder = LRFinder(min_lr, max_lr, num_steps, stop_factor, smoothing, verbose)
+    finder = LRFinder(min_lr, max_lr, num_steps, stop_factor, smoothing, rule, verbose)
     # Every epoch has at least one step, so num_steps epochs always suffice.
-    model.fit(x, y, batch_size=batch_size, epochs=num_steps, callbacks=[finder], verbose=0)
+    epochs = num_steps if steps_per_epoch is None else math.ceil(num_steps / steps_per_epoch)
+    model.fit(x, y, batch_size=batch_size, steps_per_epoch=steps_per_epoch, epochs=epochs,
+              callbacks=[finder], verbose=0)
     if plot_path is not None:
         finder.result.plot(plot_path)
     return finder.result
