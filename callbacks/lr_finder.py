@@ -73,6 +73,9 @@ class LRFinderResult:
             axes.axvline(lr, color=color, linestyle="-" if chosen else "--", linewidth=2 if chosen else 1,
                          label=f"{rule} {lr:.2g}" + (" (chosen)" if chosen else ""))
         axes.set_xscale("log")
+        # The blow-up at the end would flatten the rest: show up to the smoothed loss's highest.
+        top = self.history["smoothed_loss"].max()
+        axes.set_ylim(top=top + 0.2 * abs(top))
         axes.set_xlabel("learning rate")
         axes.set_ylabel("loss")
         axes.set_title(title if self.suggestions else f"{title}: no LR lowered the loss")
@@ -236,10 +239,11 @@ def suggest_lrs(history):
     if not len(lr) or smoothed.min() >= (1 - MIN_FALL) * history["loss"].to_numpy()[:head].mean():
         return {}
     lowest = int(np.argmin(smoothed))
-    trimmed = slice(head, len(lr) - 5) if len(lr) - 5 - head >= 3 else slice(0, len(lr))
+    start, stop = (head, len(lr) - 5) if len(lr) - 5 - head >= 3 else (0, len(lr))
+    descent = slice(start, max(lowest + 1, start + 1))  # up to the minimum, for `steep`
     return {
-        "valley": float(lr[trimmed][_valley(smoothed[trimmed])]),
-        "steep": _steepest(lr[: lowest + 1], smoothed[: lowest + 1], window=max(2, len(lr) // 10)),
+        "valley": float(lr[start:stop][_valley(smoothed[start:stop])]),
+        "steep": _steepest(lr[descent], smoothed[descent], window=max(2, len(lr) // 10)),
         "minimum": float(lr[lowest] / 10),
     }
 
@@ -288,8 +292,9 @@ def find_lr(model, x, y=None, *, batch_size=None, steps_per_epoch=None, min_lr=1
     finder = LRFinder(min_lr, max_lr, num_steps, stop_factor, smoothing, rule, verbose)
     # Every epoch has at least one step, so num_steps epochs always suffice.
     epochs = num_steps if steps_per_epoch is None else math.ceil(num_steps / steps_per_epoch)
+    # A dataset of `steps_per_epoch` batches an epoch orders itself.
     model.fit(x, y, batch_size=batch_size, steps_per_epoch=steps_per_epoch, epochs=epochs,
-              callbacks=[finder], verbose=0)
+              shuffle=steps_per_epoch is None, callbacks=[finder], verbose=0)
     if plot_path is not None:
         finder.result.plot(plot_path)
     return finder.result

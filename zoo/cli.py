@@ -81,6 +81,50 @@ def _tune(args):
     return 0
 
 
+def _lr_find(args):
+    from zoo.spec import SpecError, load_spec
+    from zoo.train import lr_find
+
+    try:
+        stages = [stage.name for stage in load_spec(args.spec).stages]
+        stage = _stage_index(args.stage, stages)
+        result = lr_find(args.spec, stage=stage, out_dir=args.out, verbose=1, unsafe=args.unsafe)
+    except SpecError as error:
+        print(error, file=sys.stderr)
+        return 2
+    if not result.suggestions:
+        print(f"No learning rate lowered the loss ({result.stop_reason}): widen lr_finder's min_lr..max_lr, "
+              "or check the data and the frozen layers.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _stage_index(given, stages):
+    """The 0-based index of `--stage`: a 1-based number or a stage's name."""
+    from zoo.spec import SpecError
+
+    if given is None:
+        return 0
+    if given in stages:
+        return stages.index(given)
+    if given.isdigit() and 1 <= int(given) <= len(stages):
+        return int(given) - 1
+    raise SpecError([("$.stages", f"--stage {given}: the spec has no stage {given}; its stages are "
+                                  + ", ".join(f"{i + 1} ({name})" for i, name in enumerate(stages)))])
+
+
+def _plot(args):
+    from zoo.reports import plot_runs
+
+    try:
+        path = plot_runs(args.run_dirs, args.out)
+    except FileNotFoundError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"Written: {path}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +154,19 @@ def build_parser():
     training.add_argument("--quiet", action="store_true", help="no progress output")
     _unsafe_flag(training)
     training.set_defaults(run=_train)
+
+    finding = commands.add_parser(
+        "lr-find", help="run a stage's LR range test without training; print every rule's suggestion")
+    finding.add_argument("spec")
+    finding.add_argument("--stage", help="the stage: its number (from 1) or name (default: the first)")
+    finding.add_argument("--out", help="folder for lr_find.csv and lr_find.png (default: runs/<spec name>-lr-find)")
+    _unsafe_flag(finding)
+    finding.set_defaults(run=_lr_find)
+
+    plotting = commands.add_parser("plot", help="compare run folders: their curves in one PNG")
+    plotting.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    plotting.add_argument("--out", default="runs/comparison.png", help="the PNG (default: runs/comparison.png)")
+    plotting.set_defaults(run=_plot)
 
     tuning = commands.add_parser("tune", help="run a spec's keras-tuner search; write the best spec")
     tuning.add_argument("spec")

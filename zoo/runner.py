@@ -7,13 +7,15 @@ import math
 import keras
 import tensorflow as tf
 
-from callbacks import BestWeights, DivergenceGuard, PlateauDecay, lr_per_step
+from callbacks import BestWeights, DivergenceGuard, PlateauDecay, find_lr, lr_per_step
 from zoo.backbones import build_trunk
 from zoo.data import load_data
 from zoo.datasets import DIGITS_SIZE
 from zoo.errors import SpecError, first_line
 from zoo.model import HEAD_PREFIX, build_network, compile_stage, configure_layers, selected_layers
-from zoo.sections import Stage, to_dict
+from zoo.reports import lr_column
+from zoo.errors import json_path
+from zoo.sections import AUTO, Stage, to_dict, with_base_lr
 from zoo.spec import crop_errors
 
 
@@ -70,15 +72,19 @@ class Runner:
         best_path: Where `BestWeights` writes the best weights, or None.
         on_epoch_end: Called with `(history, new_lr_rows)` after every
             finished epoch, before the checkpoint is written.
+        on_lr_found: Called with `(stage_index, LRFinderResult)` after a
+            stage's `base_lr: "auto"` LR range test (`self.spec` then
+            holds the LR found), also when it found none.
         divergence_factor: The `DivergenceGuard` factor of stages whose
             solver sets none, or None.
         unsafe: Load a `.keras` backbone even if its Lambda layers would
             run code stored in the file.
     """
 
-    def __init__(self, spec, checkpoint=None, best_path=None, on_epoch_end=None, divergence_factor=None,
-                 unsafe=False):
-        self.spec = spec
+    def __init__(self, spec, checkpoint=None, best_path=None, on_epoch_end=None, on_lr_found=None,
+                 divergence_factor=None, unsafe=False):
+        self.spec = spec  # its "auto" base_lr values are replaced as they are found
+        self.on_lr_found = on_lr_found
         self.unsafe = unsafe
         self.checkpoint = checkpoint
         self.best_path = best_path
@@ -123,14 +129,60 @@ class Runner:
 
     def enter_stage(self, index):
         """Configure the model's layers for stage `index` and compile its
-        optimizer; returns the `lr_mult` table."""
+        optimizer; returns the `lr_mult` table. A `base_lr` still "auto"
+        compiles at `lr_finder.min_lr` (the sweep sets its own LR)."""
         stage = self.spec.stages[index]
         table, lr_mult, decay_mult = configure_layers(self.model, stage.frozen, stage.slow,
                                                       stage_path(self.spec.stages, index))
+        solver = stage.solver
+        if solver.base_lr == AUTO:
+            solver = dataclasses.replace(solver, base_lr=solver.lr_finder.min_lr)
         with self.strategy.scope():
-            compile_stage(self.model, stage.solver, lr_mult, decay_mult)
+            compile_stage(self.model, solver, lr_mult, decay_mult)
         self._stage = (index, table)
         return table
+
+    def lr_range_test(self, index):
+        """The LR range test of stage `index`'s `lr_finder` on the model as
+        it is, compiled for the stage (its frozen and slow layers, its
+        optimizer), on the data of the stage's first epochs. Weights and
+        optimizer are left as they were. Returns the `LRFinderResult`."""
+        plan = self.plan()[index]
+        solver = plan.stage.solver
+        if self._stage[0] != index:
+            self.enter_stage(index)
+        epochs = math.ceil(solver.lr_finder.num_steps / plan.steps)
+        return find_lr(self.model, self.data.train(solver.batch_size, plan.first_epoch, epochs),
+                       steps_per_epoch=plan.steps, verbose=0, **to_dict(solver.lr_finder))
+
+    def find_base_lr(self, index, verbose=1):
+        """Stage `index`'s `base_lr: "auto"`: the suggestion of its
+        `lr_range_test` becomes the stage's `base_lr` in `self.spec`, and
+        the model is compiled at it. A sweep where no LR lowered the loss
+        is a `SpecError`. Returns the `LRFinderResult`."""
+        stage = self.spec.stages[index]
+        settings = stage.solver.lr_finder
+        if verbose:
+            print(f"\nStage {index + 1}/{len(self.spec.stages)} '{stage.name}': base_lr \"auto\": LR range test "
+                  f"of {settings.num_steps} steps from {settings.min_lr:g} to {settings.max_lr:g}")
+        result = self.lr_range_test(index)
+        where = stage_path(self.spec.stages, index) + ["solver"]
+        try:
+            lr = result.suggested_lr
+        except ValueError as error:
+            if self.on_lr_found is not None:
+                self.on_lr_found(index, result)  # the sweep, to look at
+            raise SpecError([(json_path(where + ["base_lr"]), f"\"auto\": {error} The sweep's settings: "
+                                                              f"{json_path(where + ['lr_finder'])}.")]) from None
+        self.spec = with_base_lr(self.spec, index, lr)
+        if self.on_lr_found is not None:
+            self.on_lr_found(index, result)
+        self.enter_stage(index)
+        if verbose:
+            others = ", ".join(f"{rule} {value:.3g}" for rule, value in result.suggestions.items()
+                               if rule != settings.rule)
+            print(f"base_lr = {lr:.4g} ({settings.rule}; {others}); {result.stop_reason}")
+        return result
 
     def _load_data(self):
         """The spec's `ImageData`, checked against the model: its images fit
@@ -201,6 +253,9 @@ class Runner:
             index, table = self._stage
             if index != plan.index:
                 table = self.enter_stage(plan.index)
+            if plan.stage.solver.base_lr == AUTO:
+                self.find_base_lr(plan.index, verbose)
+                plan = dataclasses.replace(plan, stage=self.spec.stages[plan.index])
             best = self._fit_stage(plan, run, best, callbacks, baseline, table, verbose)
             if run.diverged:
                 break
@@ -262,7 +317,8 @@ class Runner:
         epoch_end = _EpochEnd(self, run, plan, plateau, guard, best)
         # The guard goes before the callbacks that watch metrics: it blanks
         # the logs of an epoch it stopped, which no one should take as progress.
-        callbacks = [_StepLR(run, stage.name), *filter(None, [guard, plateau]), best, *extra, epoch_end]
+        callbacks = [_StepLR(run, stage.name, table["lr_mult"]), *filter(None, [guard, plateau]), best, *extra,
+                     epoch_end]
         # shuffle=False: the pipeline orders every epoch itself.
         self.model.fit(data.train(solver.batch_size, first, plan.end_epoch - first),
                        steps_per_epoch=plan.steps, validation_data=data.validation(solver.batch_size),
@@ -289,13 +345,25 @@ class _RunState:
     diverged: str = None
 
 
-class _StepLR(keras.callbacks.Callback):
-    """Records the LR of every step of an epoch and logs the last one as
-    `lr`. It goes first: a plateau cut at the same epoch end comes after."""
+def lr_columns(spec):
+    """The columns of a run's LR rows: `stage`, `iteration` (counted across
+    stages), `stage_iteration` (the stage's own, which its schedule reads),
+    and the effective LR of every `lr_mult` of the spec's slow groups
+    (`lr` is the base LR, `lr_x10` that of layers at `lr_mult` 10)."""
+    multipliers = sorted({group.lr_mult for stage in spec.stages for group in stage.slow} - {0.0, 1.0})
+    return ["stage", "iteration", "stage_iteration", "lr"] + [lr_column(m) for m in multipliers]
 
-    def __init__(self, run, stage_name):
+
+class _StepLR(keras.callbacks.Callback):
+    """Records the LR of every step of an epoch, for the base LR and each
+    `lr_mult` group of the stage (`multipliers`), and logs the last step's
+    as `lr`, `lr_x10`, .... It goes first: a plateau cut at the same epoch
+    end comes after."""
+
+    def __init__(self, run, stage_name, multipliers):
         super().__init__()
         self.run, self.stage_name = run, stage_name
+        self.multipliers = sorted(set(multipliers) - {0.0, 1.0})
 
     def _iterations(self):
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
@@ -306,9 +374,15 @@ class _StepLR(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         last = self._iterations()
         rates = lr_per_step(self.model, self._first, last)
-        self.run.lr_rows += [(self.stage_name, i, float(r)) for i, r in zip(range(self._first, last), rates)]
+        run_iteration = self.run.lr_rows_before_resume + len(self.run.lr_rows)
+        for offset, rate in enumerate(rates):
+            self.run.lr_rows.append({"stage": self.stage_name, "iteration": run_iteration + offset,
+                                     "stage_iteration": self._first + offset, **self._effective(rate)})
         if logs is not None and len(rates):
-            logs["lr"] = float(rates[-1])
+            logs.update(self._effective(rates[-1]))
+
+    def _effective(self, rate):
+        return {"lr": float(rate), **{lr_column(m): float(rate) * m for m in self.multipliers}}
 
 
 class _EpochEnd(keras.callbacks.Callback):

@@ -18,6 +18,9 @@ import types
 import typing
 from typing import Optional, Union
 
+# `Solver.base_lr` when an LR range test picks it.
+AUTO = "auto"
+
 
 @dataclasses.dataclass(frozen=True)
 class Backbone:
@@ -113,10 +116,23 @@ class EarlyStopping:
 
 
 @dataclasses.dataclass(frozen=True)
-class Solver:
-    """The optimizer, its learning-rate policy and the training length of one stage."""
+class LRFinder:
+    """`callbacks.LRFinder`'s arguments, for `base_lr: "auto"`."""
 
-    base_lr: Optional[float] = None
+    rule: str = "valley"
+    min_lr: float = 1e-7
+    max_lr: float = 10.0
+    num_steps: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Solver:
+    """The optimizer, its learning-rate policy and the training length of one
+    stage. `base_lr` is a number or `"auto"` (`AUTO`): the LR range test
+    configured by `lr_finder` picks it before the stage trains."""
+
+    base_lr: Optional[Union[float, str]] = None
+    lr_finder: LRFinder = LRFinder()
     optimizer: str = "sgd"
     momentum: float = 0.9
     nesterov: bool = False
@@ -215,7 +231,8 @@ class Search:
 @dataclasses.dataclass(frozen=True)
 class Spec:
     """A whole run. `seed`, `deterministic`, `distribute` and
-    `mixed_precision` hold for every stage."""
+    `mixed_precision` hold for every stage; `tracking` names where `train`
+    reports it besides its files ("tensorboard", "mlflow")."""
 
     backbone: Backbone
     head: Head
@@ -226,12 +243,15 @@ class Spec:
     deterministic: bool = False
     distribute: Optional[str] = None
     mixed_precision: bool = False
+    tracking: tuple[str, ...] = ("tensorboard",)
     search: Optional[Search] = None
 
 
 def spec_from_json(raw):
     """A `Spec` from a validated JSON spec, its stages resolved."""
     raw = dict(raw)
+    if isinstance(raw.get("tracking"), str):  # one name, or "none"
+        raw["tracking"] = [] if raw["tracking"] == "none" else [raw["tracking"]]
     solver = raw.pop("solver", {})
     top = {key: raw.pop(key, []) for key in ("frozen", "slow")}
     stages = raw.pop("stages", None) or [{"name": "train"}]
@@ -245,6 +265,23 @@ def spec_from_json(raw):
         for index, stage in enumerate(stages)
     ]
     return from_dict(Spec, raw)
+
+
+def with_base_lr(spec, index, base_lr):
+    """`spec` with stage `index`'s `base_lr` set (an "auto" one found)."""
+    stages = list(spec.stages)
+    stage = stages[index]
+    stages[index] = dataclasses.replace(stage, solver=dataclasses.replace(stage.solver, base_lr=base_lr))
+    return dataclasses.replace(spec, stages=tuple(stages))
+
+
+def resolve_auto(spec, recorded):
+    """`spec` with each "auto" `base_lr` taken from `recorded` (the spec a
+    run wrote, `spec.json`) where that holds the value found."""
+    for index, (stage, done) in enumerate(zip(spec.stages, recorded.stages)):
+        if stage.solver.base_lr == AUTO and done.solver.base_lr != AUTO:
+            spec = with_base_lr(spec, index, done.solver.base_lr)
+    return spec
 
 
 def from_dict(cls, data):

@@ -7,6 +7,7 @@ typed `Spec` (`zoo.sections`).
 
 import contextlib
 import copy
+import dataclasses
 import difflib
 import functools
 import importlib.resources
@@ -20,8 +21,8 @@ import jsonschema
 from zoo import search_space
 from zoo import backbones
 from zoo.errors import SpecError, json_path
-from zoo.sections import Spec, spec_from_json
-from zoo.solver import lr_schedule
+from zoo.sections import AUTO, Spec, spec_from_json
+from zoo.solver import CYCLIC_MODES, lr_schedule
 
 SELECTOR_KEYS = ("match", "regex", "up_to", "indices")
 FILE_SOURCES = ("folder", "listing", "csv")
@@ -187,6 +188,7 @@ def semantic_errors(spec, base_dir):
         where = ["stages", index, "solver"] if stages else ["solver"]
         solver = stage.solver
         errors += _solver_errors(solver, where)
+        errors += _lr_finder_errors(solver, where)
         if solver.jit_compile and spec.get("deterministic"):
             errors.append((json_path(where + ["jit_compile"]), "XLA is off under `deterministic: true` "
                                                                "(TensorFlow's op determinism does not support it)"))
@@ -296,6 +298,8 @@ _SPEC_KEY = {"policy": "lr_policy", "mode": "lr_policy", "schedule": "base_lr",
 
 def _solver_errors(solver, path):
     errors = []
+    if solver.base_lr == AUTO:  # found before training; any LR checks the other parameters
+        solver = dataclasses.replace(solver, base_lr=solver.lr_finder.min_lr)
     if solver.epochs is None and solver.max_iter is None:
         errors.append((json_path(path), "give the training length: `epochs` or `max_iter`"))
     try:
@@ -304,6 +308,20 @@ def _solver_errors(solver, path):
         argument = re.search(r"Argument `(\w+)`", str(error))
         key = argument and _SPEC_KEY.get(argument.group(1), argument.group(1))
         errors.append((json_path(path) + (f".{key}" if key else ""), str(error)))
+    return errors
+
+
+def _lr_finder_errors(solver, path):
+    """`base_lr: "auto"` with a sweep that can find something."""
+    errors = []
+    finder = solver.lr_finder
+    if finder.max_lr <= finder.min_lr:
+        errors.append((json_path(path + ["lr_finder", "max_lr"]),
+                       f"{finder.max_lr:g} must be larger than lr_finder.min_lr ({finder.min_lr:g})"))
+    if solver.base_lr == AUTO and solver.lr_policy in CYCLIC_MODES:
+        errors.append((json_path(path + ["base_lr"]),
+                       f"\"auto\" picks the LR of a fixed or decaying policy; a cyclical policy "
+                       f"({solver.lr_policy}) needs its bounds base_lr < max_lr: run `zoo lr-find` and set both"))
     return errors
 
 

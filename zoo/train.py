@@ -1,4 +1,5 @@
-"""Running a spec: `validate(spec)`, `build_model(spec)` and `train(spec)`, with its run folder."""
+"""Running a spec: `validate(spec)`, `build_model(spec)`, `lr_find(spec)` and
+`train(spec)`, with its run folder."""
 
 import dataclasses
 import fcntl
@@ -13,13 +14,15 @@ from callbacks._files import leftovers, remove, write_atomically, write_folder_a
 from zoo.checkpoint import Checkpoint
 from zoo.data import scale_and_offset, summary_of_skipped
 from zoo.model import portable
-from zoo.runner import Runner, stage_path
-from zoo.sections import differences, to_dict
-from zoo.spec import json_path, load_spec, naming
+from callbacks.lr_finder import RULES
+from zoo.reports import TENSORBOARD_DIR, MLflowLog, RunLog, TensorBoardLog, write_lr_find
+from zoo.runner import Runner, lr_columns, stage_path
+from zoo.sections import AUTO, differences, resolve_auto, to_dict
+from zoo.spec import SpecError, json_path, load_spec, naming
 
 # Every file `train` writes in a run folder; --overwrite removes these alone.
-RUN_FILES = ("spec.json", "history.csv", "lr_per_step.csv", "best.weights.h5", "model.keras",
-             "curves.png", "lr.png", "skipped_files.csv", "preset")
+RUN_FILES = ("spec.json", "history.csv", "lr_per_step.csv", "lr_find.csv", "lr_find.png", "best.weights.h5",
+             "model.keras", "curves.png", "lr.png", "skipped_files.csv", "preset", TENSORBOARD_DIR)
 CHECKPOINT_DIR = "checkpoint"
 # `zoo train` stops a run whose loss is NaN or this many times its first
 # value (a solver's `divergence_factor` overrides it). Looser than a
@@ -45,6 +48,7 @@ class TrainResult:
         monitor: The metric that picked it; `best` its value.
         model: The trained Keras model, holding the best epoch's weights.
         run_dir: The run folder; `paths` names the files in it.
+        spec: The `Spec` that ran: `base_lr: "auto"` replaced by the LR found.
         diverged: Why `DivergenceGuard` stopped the run (the stage, epoch
             and step, what to try, where the best weights are), or None.
         skipped: `[(file, problem)]` of the bad files that
@@ -61,6 +65,7 @@ class TrainResult:
     model: keras.Model
     run_dir: str
     paths: dict
+    spec: object
     diverged: str = None
     skipped: list = dataclasses.field(default_factory=list)
     no_preset: str = None
@@ -117,12 +122,43 @@ def validate(spec, deep=True, unsafe=False):
 
 def build_model(spec, stage=0, unsafe=False):
     """The spec's model, compiled for `stage` (0-based), for users who call
-    `model.fit` themselves (its optimizer follows the stage's LR schedule)."""
+    `model.fit` themselves (its optimizer follows the stage's LR schedule;
+    a `base_lr: "auto"` is found first, by the LR range test)."""
     runner = Runner(load_spec(spec), unsafe=unsafe)
     with naming(spec):
         runner.build()
-    runner.enter_stage(stage)
+        runner.enter_stage(stage)
+        if runner.spec.stages[stage].solver.base_lr == AUTO:
+            runner.find_base_lr(stage, verbose=0)
     return runner.model
+
+
+def lr_find(spec, stage=0, out_dir=None, verbose=1, unsafe=False):
+    """The LR range test of stage `stage` (0-based) without training: the
+    stage's `solver.lr_finder` sweep on the model as built (pretrained
+    weights and new head; earlier stages are not trained first), its frozen
+    and slow layers and its data. Writes `lr_find.csv` and `lr_find.png` to
+    `out_dir` (default `runs/<name>-lr-find`; a stage tested again replaces
+    its rows) and returns the `LRFinderResult`, whose `suggestions` hold
+    every rule's LR (empty when no LR lowered the loss)."""
+    source, spec = spec, load_spec(spec)
+    if not 0 <= stage < len(spec.stages):
+        raise ValueError(f"The spec has {len(spec.stages)} stage(s); there is no stage {stage + 1}.")
+    runner = Runner(spec, unsafe=unsafe)
+    with naming(source):
+        runner.build()
+    result = runner.lr_range_test(stage)
+    out_dir = os.path.abspath(out_dir or os.path.join("runs", f"{spec.name}-lr-find"))
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {name: os.path.join(out_dir, name) for name in ("lr_find.csv", "lr_find.png")}
+    write_lr_find(paths["lr_find.csv"], paths["lr_find.png"], spec.stages[stage].name, result)
+    if verbose:
+        print(f"Stage {stage + 1}/{len(spec.stages)} '{spec.stages[stage].name}': {result.stop_reason}.")
+        for rule, lr in result.suggestions.items():
+            chosen = "  <- lr_finder.rule" if rule == result.rule else ""
+            print(f"  {rule:<8} {lr:<10.3g} {RULES[rule]}{chosen}")
+        print(f"Written: {paths['lr_find.csv']}, {paths['lr_find.png']}")
+    return result
 
 
 def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbose=1, unsafe=False):
@@ -148,25 +184,37 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
     loss becomes NaN or blows up (`DIVERGENCE_FACTOR`) stops, keeps its
     best weights and says so in `TrainResult.diverged`.
 
-    Run folder: `spec.json` (the typed spec written out), `history.csv`
-    and `lr_per_step.csv` (written at every epoch end), `best.weights.h5`,
-    `checkpoint/` (the last finished epoch), `skipped_files.csv` (when
-    bad files were skipped), and at the end `model.keras` (on the best
-    weights; it loads without this package), `preset/` (a KerasHub preset
-    folder, for a KerasHub backbone), `curves.png` and `lr.png`. An interrupted run (Ctrl-C) still
-    gets its plots.
+    Run folder: `spec.json` (the typed spec written out; an "auto"
+    `base_lr` becomes the LR found), `history.csv` and `lr_per_step.csv`
+    (written at every epoch end, with the effective LR of every `lr_mult`
+    group), `lr_find.csv` and `lr_find.png` (the LR range tests of "auto"),
+    `best.weights.h5`, `checkpoint/` (the last finished epoch),
+    `skipped_files.csv` (when bad files were skipped), `tensorboard/`
+    (with `tracking` "tensorboard", the default), and at the end
+    `model.keras` (on the best weights; it loads without this package),
+    `preset/` (a KerasHub preset folder, for a KerasHub backbone),
+    `curves.png` and `lr.png`. An interrupted run (Ctrl-C) still gets its
+    plots. With `tracking` "mlflow", the run is also logged to the MLflow
+    store `mlflow.db` beside the run folder.
     """
     source, spec = spec, load_spec(spec)
     run_dir = os.path.abspath(run_dir or os.path.join("runs", spec.name))
     paths = {name: os.path.join(run_dir, name) for name in RUN_FILES}
     checkpoint = Checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
+    if "mlflow" in spec.tracking:
+        _check_mlflow(source)
     # Checked before the (slow) build, so that a refusal comes at once ...
     if os.path.isdir(run_dir):
         with _RunLock(run_dir):
             _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite)
-    log = _RunFiles(paths)
+    log = RunLog(paths, lr_columns(spec))
+
+    def lr_found(index, result):
+        log.lr_found(runner.spec.stages[index].name, result)
+        write_json(paths["spec.json"], to_dict(runner.spec))  # the value found, for a resume and for people
+
     runner = Runner(spec, checkpoint=checkpoint, best_path=paths["best.weights.h5"], on_epoch_end=log.write,
-                    divergence_factor=DIVERGENCE_FACTOR, unsafe=unsafe)
+                    on_lr_found=lr_found, divergence_factor=DIVERGENCE_FACTOR, unsafe=unsafe)
     with naming(source):
         model = runner.build()  # a spec that cannot build fails here, before the folder is touched
     with _RunLock(run_dir):
@@ -186,8 +234,12 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
             if runner.data.skipped:
                 skipped = pd.DataFrame(runner.data.skipped, columns=["file", "problem"])
                 write_atomically(paths["skipped_files.csv"], lambda path: skipped.to_csv(path, index=False))
-        elif verbose:
-            print(f"Resuming {run_dir} after epoch {state['epoch']}.")
+        else:
+            # The LRs that "auto" found before the interruption: no second search.
+            runner.spec = resolve_auto(runner.spec, load_spec(paths["spec.json"]))
+            if verbose:
+                print(f"Resuming {run_dir} after epoch {state['epoch']}.")
+        log.trackers = _trackers(spec, run_dir, resumed=state is not None)
         if verbose and runner.data.skipped:
             print(f"{summary_of_skipped(runner.data.skipped)} (all in {paths['skipped_files.csv']})")
         if verbose:
@@ -195,14 +247,20 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
             if runner.no_preset:
                 print(f"No KerasHub preset folder will be written: {runner.no_preset}; model.keras will hold "
                       "the network.")
+        finished = False
         try:
-            outcome = runner.run(resume=state, callbacks=callbacks, verbose=verbose)
+            try:
+                with naming(source):  # a stage's "auto" base_lr that finds nothing
+                    outcome = runner.run(resume=state, callbacks=callbacks, verbose=verbose)
+            finally:
+                log.plot()  # also after Ctrl-C or a crash: the plots of the finished epochs
+            write_atomically(paths["model.keras"], portable(model).save)
+            _write_preset(runner, paths["preset"])
+            checkpoint.update(finished=True)
+            finished = True
         finally:
-            log.plot()  # also after Ctrl-C or a crash: the plots of the finished epochs
-        write_atomically(paths["model.keras"], portable(model).save)
-        _write_preset(runner, paths["preset"])
-        checkpoint.update(finished=True)
-    diverged = outcome.diverged and _divergence_message(spec, outcome, paths)
+            log.close(finished)
+    diverged = outcome.diverged and _divergence_message(runner.spec, outcome, paths)
     if verbose:
         if diverged:
             print(f"\n{diverged}")
@@ -210,7 +268,26 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
             print(f"\nBest epoch {outcome.best_epoch + 1}: {outcome.monitor}={outcome.best:.4f}.")
         print(f"Run folder: {run_dir}")
     return TrainResult(log.history(), log.lr_per_step(), outcome.best_epoch, outcome.monitor, outcome.best,
-                       model, run_dir, paths, diverged, runner.data.skipped, runner.no_preset)
+                       model, run_dir, paths, runner.spec, diverged, runner.data.skipped, runner.no_preset)
+
+
+def _trackers(spec, run_dir, resumed):
+    """The spec's `tracking`, opened on the run folder."""
+    trackers = []
+    if "tensorboard" in spec.tracking:
+        trackers.append(TensorBoardLog(run_dir, [stage.name for stage in spec.stages]))
+    if "mlflow" in spec.tracking:
+        trackers.append(MLflowLog(run_dir, to_dict(spec), resumed))
+    return trackers
+
+
+def _check_mlflow(source):
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        raise SpecError([("$.tracking", "\"mlflow\" needs MLflow: pip install \"keras-zoo[mlflow]\" "
+                                        "(from a clone: pip install -e \".[mlflow]\")")],
+                        os.fspath(source) if isinstance(source, (str, os.PathLike)) else None) from None
 
 
 def _write_preset(runner, folder):
@@ -285,7 +362,8 @@ def _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite):
     if not resume:
         raise RunError(f"{run_dir} already holds a run. Continue it with --resume "
                        "(resume=True), or start it again with --overwrite (overwrite=True).")
-    changed = differences(to_dict(load_spec(paths["spec.json"])), to_dict(spec))
+    recorded = load_spec(paths["spec.json"])
+    changed = differences(to_dict(recorded), to_dict(resolve_auto(spec, recorded)))
     if changed:
         raise RunError(f"Cannot resume {run_dir}: the spec differs from its spec.json at "
                        f"{', '.join(changed)}. Resume with the same spec, or start again with --overwrite.")
@@ -295,47 +373,6 @@ def _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite):
     return state
 
 
-class _RunFiles:
-    """history.csv and lr_per_step.csv, written at every epoch end, and the
-    plots; never through a symbolic link."""
-
-    def __init__(self, paths):
-        self.paths = paths
-
-    def keep_rows(self, lr_rows):
-        """Keep the first `lr_rows` rows of lr_per_step.csv: rows past the
-        checkpoint belong to an epoch that did not finish."""
-        if lr_rows:
-            kept = pd.read_csv(self.paths["lr_per_step.csv"]).iloc[:lr_rows]
-            write_atomically(self.paths["lr_per_step.csv"], lambda path: kept.to_csv(path, index=False))
-
-    def write(self, history, lr_rows):
-        write_atomically(self.paths["history.csv"], lambda path: pd.DataFrame(history).to_csv(path, index=False))
-        lr_path = self.paths["lr_per_step.csv"]
-        rows = pd.DataFrame(lr_rows, columns=["stage", "iteration", "lr"])
-        new = not os.path.exists(lr_path)
-        # Appended, not rewritten, each epoch; O_NOFOLLOW refuses a planted link.
-        fd = os.open(lr_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "a", newline="") as f:
-            rows.to_csv(f, header=new, index=False)
-
-    def history(self):
-        return _read_csv(self.paths["history.csv"], ["epoch", "stage"])
-
-    def lr_per_step(self):
-        return _read_csv(self.paths["lr_per_step.csv"], ["stage", "iteration", "lr"])
-
-    def plot(self):
-        if os.path.exists(self.paths["history.csv"]):
-            _plot_curves(self.history(), self.paths["curves.png"])
-            _plot_lr(self.lr_per_step(), self.paths["lr.png"])
-
-
-def _read_csv(path, columns):
-    """The CSV's rows; none (with `columns`) before the first finished epoch."""
-    return pd.read_csv(path) if os.path.exists(path) else pd.DataFrame(columns=columns)
-
-
 def write_json(target, data):
     """`data` as indented JSON in `target`, written whole or not at all."""
     def write(path):
@@ -343,38 +380,3 @@ def write_json(target, data):
             json.dump(data, f, indent=2)
 
     write_atomically(target, write)
-
-
-def _plot_curves(history, path):
-    from matplotlib.figure import Figure
-
-    metrics = [m for m in ("loss", "accuracy") if m in history]
-    figure = Figure(figsize=(6 * len(metrics), 4))
-    for position, metric in enumerate(metrics, start=1):
-        axes = figure.add_subplot(1, len(metrics), position)
-        epochs = history["epoch"] + 1
-        axes.plot(epochs, history[metric], label=f"train {metric}")
-        if f"val_{metric}" in history:
-            axes.plot(epochs, history[f"val_{metric}"], label=f"validation {metric}")
-        for boundary in history.groupby("stage", sort=False)["epoch"].min().iloc[1:]:
-            axes.axvline(boundary + 0.5, color="gray", linestyle=":")
-        axes.set_xlabel("epoch")
-        axes.set_title(metric)
-        axes.legend()
-    figure.tight_layout()
-    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=100, format="png"))
-
-
-def _plot_lr(lr_per_step, path):
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7, 4))
-    axes = figure.add_subplot()
-    for stage, rows in lr_per_step.groupby("stage", sort=False):
-        axes.plot(rows["iteration"], rows["lr"], label=str(stage))
-    axes.set_xlabel("iteration")
-    axes.set_ylabel("learning rate")
-    axes.set_yscale("log")
-    axes.legend()
-    figure.tight_layout()
-    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=100, format="png"))

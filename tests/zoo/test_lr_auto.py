@@ -1,0 +1,196 @@
+"""`base_lr: "auto"`, `zoo lr-find`, and what a run reports: the LR of every
+lr_mult group, TensorBoard event files, `zoo plot`."""
+
+import glob
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from callbacks.lr_finder import RULES, suggest_lrs
+from zoo.cli import main
+from zoo.runner import Runner
+from zoo.spec import SpecError, load_spec
+from zoo.train import train
+from tests.zoo.conftest import stop_after_one_epoch, write_spec
+
+
+def auto_spec(**solver):
+    """Two stages of a small CNN on digits 0-4, both at base_lr "auto", with
+    the head at lr_mult 10 and conv1 at 0.1."""
+    return {
+        "name": "auto",
+        "backbone": {"name": "small_cnn", "weights": None},
+        "head": {"classes": 5},
+        "slow": [{"match": "head_*", "lr_mult": 10}, {"match": "conv1", "lr_mult": 0.1}],
+        "solver": {"base_lr": "auto", "lr_finder": {"num_steps": 30, "min_lr": 1e-5, "max_lr": 10},
+                   "batch_size": 64, "epochs": 1, **solver},
+        "stages": [{"name": "first"},
+                   {"name": "second", "solver": {"epochs": 2, "lr_finder": {"rule": "minimum", "num_steps": 30,
+                                                                            "min_lr": 1e-5, "max_lr": 10}}}],
+        "data": {"builtin": "digits", "classes": [0, 1, 2, 3, 4]},
+    }
+
+
+def events(folder):
+    """`{tag: [steps]}` of the TensorBoard event files in `folder`."""
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    tags = {}
+    for path in sorted(glob.glob(f"{folder}/events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(path):
+            event = event_pb2.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                tags.setdefault(value.tag, []).append(event.step)
+    return tags
+
+
+def test_auto_finds_each_stage_lr_records_it_and_reports_every_lr_mult_group(tmp_path):
+    result = train(auto_spec(), run_dir=tmp_path / "run", verbose=0)
+
+    found = [stage.solver.base_lr for stage in result.spec.stages]
+    assert all(isinstance(lr, float) and 1e-5 < lr < 10 for lr in found)
+    # spec.json holds the values found: it reruns the run without a search.
+    recorded = json.loads((tmp_path / "run" / "spec.json").read_text())
+    assert [stage["solver"]["base_lr"] for stage in recorded["stages"]] == found
+    assert load_spec(tmp_path / "run" / "spec.json") == result.spec
+    # lr_find.csv holds both sweeps; each stage's rule applied to its rows gives its LR.
+    sweeps = pd.read_csv(tmp_path / "run" / "lr_find.csv")
+    assert list(sweeps.columns) == ["stage", "rule", "lr", "loss", "smoothed_loss"]
+    for stage, lr, rule in zip(["first", "second"], found, ["valley", "minimum"]):
+        rows = sweeps[sweeps.stage == stage]
+        assert rows["rule"].unique().tolist() == [rule]
+        assert suggest_lrs(rows.reset_index(drop=True))[rule] == pytest.approx(lr)
+    assert (tmp_path / "run" / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+
+    # The stage trains at the LR found (a fixed policy), every lr_mult group at its multiple.
+    steps = result.lr_per_step
+    assert list(steps.columns) == ["stage", "iteration", "stage_iteration", "lr", "lr_x0.1", "lr_x10"]
+    for stage, lr in zip(["first", "second"], found):
+        rows = steps[steps.stage == stage]
+        np.testing.assert_allclose(rows["lr"], lr, rtol=1e-6)
+        np.testing.assert_allclose(rows["lr_x10"], 10 * rows["lr"], rtol=1e-6)
+        np.testing.assert_allclose(rows["lr_x0.1"], 0.1 * rows["lr"], rtol=1e-6)
+        assert rows["stage_iteration"].tolist() == list(range(len(rows)))  # each stage's schedule from 0
+    # The iteration axis runs on across stages.
+    assert steps["iteration"].tolist() == list(range(len(steps)))
+    history = result.history
+    np.testing.assert_allclose(history["lr_x10"], 10 * history["lr"], rtol=1e-6)
+
+    # TensorBoard: metrics per epoch (train and validation), the stage, every LR column per step.
+    train_tags = events(tmp_path / "run" / "tensorboard" / "train")
+    validation_tags = events(tmp_path / "run" / "tensorboard" / "validation")
+    assert train_tags["epoch_loss"] == [0, 1, 2] and validation_tags["epoch_accuracy"] == [0, 1, 2]
+    assert train_tags["epoch_stage"] == [0, 1, 2]
+    for column in ("lr", "lr_x10", "lr_x0.1"):
+        assert train_tags[column] == steps["iteration"].tolist()
+
+
+def test_the_range_test_leaves_the_model_and_optimizer_as_they_were():
+    runner = Runner(load_spec(auto_spec()))
+    model = runner.build()
+    before = [w.numpy().copy() for w in model.weights]
+    runner.find_base_lr(0, verbose=0)
+    for weight, value in zip(model.weights, before):
+        np.testing.assert_array_equal(weight.numpy(), value)
+    assert int(model.optimizer.iterations.numpy()) == 0
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(runner.spec.stages[0].solver.base_lr)
+
+
+def test_a_resumed_run_does_not_search_again(tmp_path, monkeypatch):
+    spec = auto_spec()
+    spec["stages"][0]["solver"] = {"epochs": 2}
+    path = write_spec(tmp_path, spec)
+    with pytest.raises(KeyboardInterrupt):
+        train(path, run_dir=tmp_path / "run", callbacks=[stop_after_one_epoch()], verbose=0)
+    first_lr = json.loads((tmp_path / "run" / "spec.json").read_text())["stages"][0]["solver"]["base_lr"]
+    assert isinstance(first_lr, float)
+
+    tested = []
+    original = Runner.lr_range_test
+    monkeypatch.setattr(Runner, "lr_range_test", lambda self, index: tested.append(index) or original(self, index))
+    result = train(path, run_dir=tmp_path / "run", resume=True, verbose=0)
+
+    assert tested == [1]  # only the stage that had not started
+    assert result.spec.stages[0].solver.base_lr == first_lr
+    assert result.history["stage"].tolist() == ["first", "first", "second", "second"]
+    assert result.lr_per_step["iteration"].tolist() == list(range(len(result.lr_per_step)))
+
+
+def test_no_lr_that_lowers_the_loss_is_a_clear_error_with_the_sweep_kept(tmp_path):
+    spec = auto_spec()
+    spec["solver"]["lr_finder"] = {"min_lr": 1e-12, "max_lr": 1e-11, "num_steps": 20}
+    path = write_spec(tmp_path, spec)
+    with pytest.raises(SpecError) as error:
+        train(path, run_dir=tmp_path / "run", verbose=0)
+    assert error.value.errors[0][0] == "$.stages[0].solver.base_lr"
+    assert "No learning rate from 1e-12 to 1e-11 lowered the loss" in str(error.value)
+    assert "$.stages[0].solver.lr_finder" in str(error.value) and str(path) in str(error.value)
+    assert len(pd.read_csv(tmp_path / "run" / "lr_find.csv")) == 20
+    assert not (tmp_path / "run" / "history.csv").exists()
+
+
+@pytest.mark.parametrize("solver, path, message", [
+    ({"lr_policy": "triangular", "max_lr": 1.0, "step_size": 10}, "$.solver.base_lr", "cyclical policy"),
+    ({"lr_finder": {"min_lr": 1.0, "max_lr": 0.5}}, "$.solver.lr_finder.max_lr", "must be larger than"),
+    ({"lr_finder": {"rule": "valey"}}, "$.solver.lr_finder.rule", "did you mean 'valley'"),
+])
+def test_auto_settings_are_checked_before_training(solver, path, message):
+    spec = auto_spec(**solver)
+    del spec["stages"]
+    with pytest.raises(SpecError) as error:
+        load_spec(spec)
+    assert any(where == path and message in text for where, text in error.value.errors), error.value.errors
+
+
+def test_zoo_lr_find_prints_every_rule_and_writes_the_sweep_without_training(tmp_path, capsys):
+    path = write_spec(tmp_path, auto_spec())
+    assert main(["lr-find", str(path), "--stage", "2", "--out", str(tmp_path / "found")]) == 0
+    out = capsys.readouterr().out
+    for rule in RULES:
+        assert rule in out
+    assert "minimum" in out.split("<- lr_finder.rule")[0].splitlines()[-1]  # stage 2's rule is marked
+    sweeps = pd.read_csv(tmp_path / "found" / "lr_find.csv")
+    assert sweeps["stage"].unique().tolist() == ["second"]
+    assert (tmp_path / "found" / "lr_find.png").exists()
+    assert not (tmp_path / "runs").exists()
+    assert main(["lr-find", str(path), "--stage", "3"]) == 2
+    assert "no stage 3" in capsys.readouterr().err
+
+
+def test_zoo_plot_compares_runs_in_one_png(tmp_path, capsys):
+    spec = auto_spec()
+    del spec["stages"]
+    spec["solver"] = {"base_lr": 0.05, "epochs": 1, "batch_size": 64}
+    for name in ("a", "b"):
+        train(spec, run_dir=tmp_path / name, verbose=0)
+    out = tmp_path / "compare.png"
+    assert main(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert main(["plot", str(tmp_path), "--out", str(out)]) == 1
+    assert "has no history.csv" in capsys.readouterr().err
+
+
+def test_each_tuner_trial_finds_its_own_lr_and_a_search_can_vary_the_rule(tmp_path, monkeypatch):
+    from zoo.tune import tune
+
+    spec = auto_spec()
+    del spec["stages"]
+    spec["search"] = {"tuner": "grid", "max_trials": 2, "space": {
+        "solver.lr_finder.rule": {"type": "choice", "values": ["valley", "minimum"]}}}
+    found = []
+    original = Runner.find_base_lr
+
+    def find_base_lr(self, index, verbose=1):
+        result = original(self, index, verbose)
+        found.append((result.rule, self.spec.stages[index].solver.base_lr))
+        return result
+
+    monkeypatch.setattr(Runner, "find_base_lr", find_base_lr)
+    result = tune(write_spec(tmp_path, spec), directory=tmp_path / "search", verbose=0)
+
+    assert sorted(rule for rule, _ in found) == ["minimum", "valley"]
+    assert (result.trials["status"] == "COMPLETED").all()
+    assert result.best_spec["solver"]["base_lr"] == "auto"  # each run of the best spec finds its own
