@@ -215,11 +215,29 @@ def _found(result):
 
 
 def _params(spec_json):
-    """The spec as MLflow params: one per leaf, keyed by its dotted path."""
+    """The spec as MLflow params, one per leaf keyed by its dotted path
+    (`solver.base_lr`; `stages.1.solver.base_lr` with several stages)."""
     from mlflow.entities import Param
 
-    flat = pd.json_normalize(spec_json, sep=".").iloc[0].to_dict()
-    return [Param(key, str(value)[:6000]) for key, value in flat.items()]
+    spec_json = dict(spec_json)
+    if len(spec_json["stages"]) == 1:  # as the user wrote it: no `stages`
+        stage = spec_json.pop("stages")[0]
+        spec_json.update({key: value for key, value in stage.items() if key != "name"})
+    return [Param(key, str(value)[:6000]) for key, value in _leaves(spec_json)]
+
+
+def _leaves(data, prefix=""):
+    """`(dotted path, value)` of every leaf of JSON data; a list of plain
+    values is one leaf."""
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list) and any(isinstance(item, (dict, list)) for item in data):
+        items = enumerate(data)
+    else:
+        yield prefix, data
+        return
+    for key, value in items:
+        yield from _leaves(value, f"{prefix}.{key}" if prefix else str(key))
 
 
 # --- plots ------------------------------------------------------------------

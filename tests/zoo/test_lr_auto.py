@@ -3,6 +3,7 @@ lr_mult group, TensorBoard event files, `zoo plot`."""
 
 import glob
 import json
+import sys
 
 import numpy as np
 import pandas as pd
@@ -194,3 +195,42 @@ def test_each_tuner_trial_finds_its_own_lr_and_a_search_can_vary_the_rule(tmp_pa
     assert sorted(rule for rule, _ in found) == ["minimum", "valley"]
     assert (result.trials["status"] == "COMPLETED").all()
     assert result.best_spec["solver"]["base_lr"] == "auto"  # each run of the best spec finds its own
+
+
+def test_mlflow_tracking_logs_params_metrics_and_the_run_folder_and_a_resume_goes_on(tmp_path):
+    from mlflow import MlflowClient
+
+    spec = auto_spec()
+    del spec["stages"]
+    spec["solver"] = {"base_lr": 0.05, "epochs": 2, "batch_size": 64}
+    spec["tracking"] = ["tensorboard", "mlflow"]
+    path = write_spec(tmp_path, spec)
+    run_dir = tmp_path / "runs" / "auto"
+    with pytest.raises(KeyboardInterrupt):
+        train(path, run_dir=run_dir, callbacks=[stop_after_one_epoch()], verbose=0)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    (interrupted,) = client.search_runs([client.get_experiment_by_name("auto").experiment_id])
+    assert interrupted.info.status == "KILLED"
+
+    train(path, run_dir=run_dir, resume=True, verbose=0)
+
+    (run,) = client.search_runs([client.get_experiment_by_name("auto").experiment_id])
+    assert run.info.run_id == interrupted.info.run_id and run.info.status == "FINISHED"
+    assert run.data.params["solver.base_lr"] == "0.05" and run.data.params["data.builtin"] == "digits"
+    history = pd.read_csv(run_dir / "history.csv")
+    logged = client.get_metric_history(run.info.run_id, "val_loss")
+    assert [m.step for m in logged] == [0, 1]
+    assert [m.value for m in logged] == pytest.approx(history["val_loss"].tolist())
+    assert len(client.get_metric_history(run.info.run_id, "lr_x10")) == len(pd.read_csv(run_dir / "lr_per_step.csv"))
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"spec.json", "history.csv", "model.keras", "curves.png", "tensorboard"} <= artifacts
+    assert "checkpoint" not in artifacts
+
+
+def test_mlflow_tracking_without_mlflow_installed_is_an_error_before_training(tmp_path, monkeypatch):
+    spec = auto_spec()
+    spec["tracking"] = "mlflow"
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow raises ImportError
+    with pytest.raises(SpecError, match=r'\$.tracking: "mlflow" needs MLflow: pip install'):
+        train(write_spec(tmp_path, spec), run_dir=tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run").exists()
