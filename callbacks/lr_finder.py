@@ -74,8 +74,10 @@ class LRFinderResult:
                          label=f"{rule} {lr:.2g}" + (" (chosen)" if chosen else ""))
         axes.set_xscale("log")
         # The blow-up at the end would flatten the rest: show up to the smoothed loss's highest.
-        top = self.history["smoothed_loss"].max()
-        axes.set_ylim(top=top + 0.2 * abs(top))
+        low = min(self.history["loss"].min(), self.history["smoothed_loss"].min())
+        high = self.history["smoothed_loss"].max()
+        margin = 0.1 * (high - low) or 0.1 * abs(high) or 1.0
+        axes.set_ylim(low - margin, high + margin)
         axes.set_xlabel("learning rate")
         axes.set_ylabel("loss")
         axes.set_title(title if self.suggestions else f"{title}: no LR lowered the loss")

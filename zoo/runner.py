@@ -301,6 +301,7 @@ class Runner:
                   f"{self.strategy.num_replicas_in_sync} device(s), {solver.optimizer} "
                   f"base_lr={solver.base_lr} lr_policy={solver.lr_policy}")
             print(table.to_string(index=False))
+            print(f"Trainable parameters: {table['trainable_params'].sum():,} of {self.model.count_params():,}")
         plateau = None
         if solver.plateau is not None:
             plateau = PlateauDecay(verbose=verbose, **to_dict(solver.plateau))

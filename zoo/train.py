@@ -239,14 +239,15 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
             runner.spec = resolve_auto(runner.spec, load_spec(paths["spec.json"]))
             if verbose:
                 print(f"Resuming {run_dir} after epoch {state['epoch']}.")
-        log.trackers = _trackers(spec, run_dir, resumed=state is not None)
         if verbose and runner.data.skipped:
             print(f"{summary_of_skipped(runner.data.skipped)} (all in {paths['skipped_files.csv']})")
         if verbose:
+            runner.enter_stage(state["stage"] if state else 0)  # the summary counts what trains first
             model.summary(line_length=100)
             if runner.no_preset:
                 print(f"No KerasHub preset folder will be written: {runner.no_preset}; model.keras will hold "
                       "the network.")
+        log.trackers = _trackers(spec, run_dir, resumed=state is not None)
         finished = False
         try:
             try:
