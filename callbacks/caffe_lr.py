@@ -5,8 +5,8 @@ import math
 from keras import ops
 from keras.saving import register_keras_serializable
 
-from callbacks import _checks
 from callbacks.base import LRScheduleCallback
+from zoo.lr_policies import caffe_arguments
 
 
 def _f(x):
@@ -27,34 +27,18 @@ def _gamma_pow(gamma, exponent):
 #   multistep: base_lr * gamma ^ (number of stepvalues <= it)
 #   poly:      base_lr * (1 - min(it, max_iter) / max_iter) ^ power
 #   sigmoid:   base_lr / (1 + exp(-gamma * (it - stepsize)))
-# name: (the parameters it needs, the formula).
+# name: the formula (the parameters each uses: `zoo.lr_policies.CAFFE_POLICIES`).
 POLICIES = {
-    "fixed": ((), lambda p, it: p.base_lr),
-    "step": (
-        ("gamma", "stepsize"),
-        lambda p, it: p.base_lr * _gamma_pow(p.gamma, ops.floor_divide(it, p.stepsize)),
-    ),
-    "exp": (("gamma",), lambda p, it: p.base_lr * _gamma_pow(p.gamma, it)),
-    "inv": (
-        ("gamma", "power"),
-        lambda p, it: p.base_lr * ops.exp(-p.power * ops.log1p(p.gamma * _f(it))),
-    ),
-    "multistep": (
-        ("gamma", "stepvalue"),
-        lambda p, it: p.base_lr
-        * _gamma_pow(p.gamma, ops.sum(ops.cast(ops.greater_equal(ops.expand_dims(it, -1), p.stepvalue), "int32"), axis=-1)),
-    ),
+    "fixed": lambda p, it: p.base_lr,
+    "step": lambda p, it: p.base_lr * _gamma_pow(p.gamma, ops.floor_divide(it, p.stepsize)),
+    "exp": lambda p, it: p.base_lr * _gamma_pow(p.gamma, it),
+    "inv": lambda p, it: p.base_lr * ops.exp(-p.power * ops.log1p(p.gamma * _f(it))),
+    "multistep": lambda p, it: p.base_lr * _gamma_pow(
+        p.gamma, ops.sum(ops.cast(ops.greater_equal(ops.expand_dims(it, -1), p.stepvalue), "int32"), axis=-1)),
     # Clamped at max_iter (Caffe's formula goes negative, or NaN, past it);
     # the integer difference keeps float32 exact near max_iter.
-    "poly": (
-        ("power", "max_iter"),
-        lambda p, it: p.base_lr
-        * ops.power(_f(p.max_iter - ops.minimum(it, p.max_iter)) / p.max_iter, p.power),
-    ),
-    "sigmoid": (
-        ("gamma", "stepsize"),
-        lambda p, it: p.base_lr * ops.sigmoid(p.gamma * _f(it - p.stepsize)),
-    ),
+    "poly": lambda p, it: p.base_lr * ops.power(_f(p.max_iter - ops.minimum(it, p.max_iter)) / p.max_iter, p.power),
+    "sigmoid": lambda p, it: p.base_lr * ops.sigmoid(p.gamma * _f(it - p.stepsize)),
 }
 
 
@@ -114,32 +98,14 @@ class CaffeLR(LRScheduleCallback):
         max_iter=None,
     ):
         super().__init__()
-        self.policy = _checks.one_of("policy", policy, list(POLICIES))
-        self.base_lr = _checks.number("base_lr", base_lr, minimum=0)
-        self.gamma, self.power, self.stepsize = gamma, power, stepsize
-        self.stepvalue = None if stepvalue is None else list(stepvalue)
-        self.max_iter = max_iter
-        context = f"when policy={policy!r}"
-        for name in POLICIES[policy][0]:
-            if getattr(self, name) is None:
-                raise ValueError(
-                    f"Argument `{name}` is required when policy={policy!r}. "
-                    f"Received: {name}=None"
-                )
-        if "gamma" in POLICIES[policy][0]:
-            minimum = None if policy == "sigmoid" else 0
-            self.gamma = _checks.number("gamma", gamma, minimum=minimum, context=context)
-        if "power" in POLICIES[policy][0]:
-            self.power = _checks.number("power", power, minimum=0, context=context)
-        if "stepsize" in POLICIES[policy][0]:
-            self.stepsize = _checks.integer("stepsize", stepsize, 1, context=context)
-        if "max_iter" in POLICIES[policy][0]:
-            self.max_iter = _checks.integer("max_iter", max_iter, 1, context=context)
-        if "stepvalue" in POLICIES[policy][0]:
-            self.stepvalue = _check_stepvalue(self.stepvalue, context)
+        # The checks the spec loader runs too, without Keras.
+        checked = caffe_arguments(policy, base_lr, gamma=gamma, power=power, stepsize=stepsize,
+                                  stepvalue=stepvalue, max_iter=max_iter)
+        for name, value in checked.items():
+            setattr(self, name, value)
 
     def _lr(self, iteration):
-        return POLICIES[self.policy][1](self, iteration)
+        return POLICIES[self.policy](self, iteration)
 
     def get_config(self):
         return {
@@ -152,17 +118,3 @@ class CaffeLR(LRScheduleCallback):
             "max_iter": self.max_iter,
         }
 
-
-def _check_stepvalue(stepvalue, context):
-    if not stepvalue:
-        raise ValueError(
-            f"Argument `stepvalue` must be a non-empty list {context}. "
-            f"Received: stepvalue={stepvalue!r}"
-        )
-    values = [_checks.integer("stepvalue", v, 1, context=context) for v in stepvalue]
-    if any(b <= a for a, b in zip(values, values[1:])):
-        raise ValueError(
-            f"Argument `stepvalue` must be strictly increasing {context}. "
-            f"Received: stepvalue={stepvalue!r}"
-        )
-    return values

@@ -3,10 +3,10 @@
 from keras import ops
 from keras.saving import register_keras_serializable
 
-from callbacks import _checks
 from callbacks.base import LRScheduleCallback
+from zoo.lr_policies import cyclic_arguments
 
-# mode: the amplitude's scale as a function of (cycle, iteration, gamma).
+# mode (`zoo.lr_policies.CYCLIC_MODES`): the amplitude's scale as a function of (cycle, iteration, gamma).
 MODES = {
     "triangular": lambda cycle, it, gamma: 1.0,
     "triangular2": lambda cycle, it, gamma: 1.0 / ops.power(2.0, cycle - 1.0),
@@ -53,11 +53,10 @@ class CyclicLR(LRScheduleCallback):
 
     def __init__(self, base_lr, max_lr, step_size, mode="triangular", gamma=1.0):
         super().__init__()
-        self.base_lr = _checks.number("base_lr", base_lr, minimum=0)
-        self.max_lr = _checks.number("max_lr", max_lr, minimum=self.base_lr)
-        self.step_size = _checks.integer("step_size", step_size, 1)
-        self.mode = _checks.one_of("mode", mode, list(MODES))
-        self.gamma = _checks.number("gamma", gamma, minimum=0)
+        # The checks the spec loader runs too, without Keras.
+        checked = cyclic_arguments(base_lr, max_lr, step_size, mode=mode, gamma=gamma)
+        for name, value in checked.items():
+            setattr(self, name, value)
 
     def _lr(self, iteration):
         it = ops.cast(iteration, "float32")

@@ -8,15 +8,12 @@ import pandas as pd
 from keras import ops
 from keras.saving import register_keras_serializable
 
-from callbacks import _checks, _training_state
+from callbacks import _training_state
 from callbacks.base import LRScheduleCallback
+from zoo.lr_policies import LR_FINDER_RULES, lr_finder_arguments
 
 # The rules `suggest_lrs` applies, by name; `valley` is the default (see its docstring).
-RULES = {
-    "valley": "middle of the longest stretch where the smoothed loss keeps falling",
-    "steep": "steepest fall of the smoothed loss before its minimum",
-    "minimum": "learning rate at the minimum smoothed loss / 10",
-}
+RULES = LR_FINDER_RULES
 DEFAULT_RULE = "valley"
 # Below this relative fall from where the sweep started, no LR "lowered the loss".
 MIN_FALL = 0.05
@@ -131,14 +128,8 @@ class LRFinder(LRScheduleCallback):
     def __init__(self, min_lr=1e-7, max_lr=10.0, num_steps=100, stop_factor=3.0,
                  smoothing=0.98, rule=DEFAULT_RULE, verbose=1):
         super().__init__()
-        self.min_lr = _checks.number("min_lr", min_lr, minimum=0)
-        self.max_lr = _checks.number("max_lr", max_lr, minimum=self.min_lr)
-        self.num_steps = _checks.integer("num_steps", num_steps, 2)
-        self.stop_factor = _checks.number("stop_factor", stop_factor, minimum=1)
-        self.smoothing = _checks.number("smoothing", smoothing, minimum=0, exclusive=False)
-        if self.smoothing >= 1:
-            raise ValueError(f"Argument `smoothing` must be < 1. Received: smoothing={smoothing!r}")
-        self.rule = _checks.one_of("rule", rule, list(RULES))
+        for name, value in lr_finder_arguments(min_lr, max_lr, num_steps, stop_factor, smoothing, rule).items():
+            setattr(self, name, value)
         self.verbose = verbose
         self.result = None
 

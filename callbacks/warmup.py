@@ -11,6 +11,7 @@ from keras.saving import (
 from callbacks import _checks
 from callbacks._lr_control import evaluate_lr
 from callbacks.base import LRScheduleCallback
+from zoo.lr_policies import warmup_arguments
 
 
 @register_keras_serializable(package="zoo")
@@ -47,8 +48,9 @@ class Warmup(LRScheduleCallback):
         if not isinstance(schedule, LearningRateSchedule):
             schedule = _checks.number("schedule", schedule, minimum=0)
         self.schedule = schedule
-        self.warmup_steps = _checks.integer("warmup_steps", warmup_steps, 1)
-        self.start_lr = _checks.number("start_lr", start_lr, minimum=0, exclusive=False)
+        # The checks the spec loader runs too, without Keras.
+        for name, value in warmup_arguments(warmup_steps, start_lr=start_lr).items():
+            setattr(self, name, value)
 
     def _lr(self, iteration):
         target = ops.cast(evaluate_lr(self.schedule, self.warmup_steps), "float32")

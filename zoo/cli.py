@@ -4,15 +4,23 @@ import argparse
 import shlex
 import sys
 
+from zoo import logs
+
 
 def _validate(args):
-    from zoo.spec import SpecError
-    from zoo.train import validate
+    from zoo.spec import QUICK_VALID, SpecError, load_spec
 
+    if not args.quick:
+        from zoo.train import validate
     status = 0
     for path in args.specs:
         try:
-            print(f"{path}: {validate(path, deep=not args.quick, unsafe=args.unsafe).summary()}")
+            if args.quick:  # as `validate(path, deep=False)`, without importing zoo.train (and Keras)
+                load_spec(path)
+                summary = QUICK_VALID
+            else:
+                summary = validate(path, unsafe=args.unsafe).summary()
+            print(f"{path}: {summary}")
         except SpecError as error:
             print(error, file=sys.stderr)
             status = 1
@@ -127,6 +135,7 @@ def _plot(args):
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
+    _verbose_flag(parser, default=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
     validate = commands.add_parser(
@@ -175,6 +184,8 @@ def build_parser():
     tuning.add_argument("--quiet", action="store_true", help="no progress output")
     _unsafe_flag(tuning)
     tuning.set_defaults(run=_tune)
+    for command in commands.choices.values():
+        _verbose_flag(command)
     return parser
 
 
@@ -184,8 +195,24 @@ def _unsafe_flag(parser):
                              "(only for files you trust)")
 
 
+def _verbose_flag(parser, default=argparse.SUPPRESS):
+    # On the command and on each subcommand (`zoo --verbose train s.json`,
+    # `zoo train s.json --verbose`); a subcommand's default leaves the command's.
+    parser.add_argument("--verbose", action="store_true", default=default,
+                        help="show TensorFlow's own log output (its C++ info, warning and error lines, "
+                             "absl and tensorflow logger warnings), hidden by default")
+
+
+def _loads_tensorflow(args):
+    """Whether the command needs TensorFlow: all but `list` and `validate --quick`."""
+    return not (args.command == "list" or (args.command == "validate" and args.quick))
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if _loads_tensorflow(args):
+        # Before anything imports it: its own log lines stay off the terminal unless --verbose.
+        logs.import_tensorflow(args.verbose)
     return args.run(args)
 
 

@@ -27,3 +27,9 @@ def small_cnn(input_shape=(8, 8, 1), classes=10, width=32, name="small_cnn"):
     x = layers.GlobalAveragePooling2D(name="features")(x)
     outputs = layers.Dense(classes, activation="softmax", name="classifier")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def preprocess_input(x, data_format=None):
+    """The small CNN's own input preprocessing, as each keras.applications
+    module has one: none, `x` as given."""
+    return x

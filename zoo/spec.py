@@ -1,8 +1,9 @@
 """Loading and validating a spec: every error at once, each with its JSON path.
 
 `load_spec` checks a JSON spec against the schema (`zoo/schema.json`,
-shipped with the package), then for the rules between fields, and builds the
-typed `Spec` (`zoo.sections`).
+shipped with the package) and for the rules between fields, and builds the
+typed `Spec` (`zoo.sections`). This is the quick tier of `zoo validate`: it
+imports neither TensorFlow nor Keras (nor KerasHub).
 """
 
 import contextlib
@@ -21,8 +22,9 @@ import jsonschema
 from zoo import search_space
 from zoo import backbones
 from zoo.errors import SpecError, json_path
-from zoo.sections import AUTO, Spec, spec_from_json
-from zoo.solver import CYCLIC_MODES, lr_schedule
+from zoo.lr_policies import lr_finder_arguments
+from zoo.sections import AUTO, Solver, Spec, from_dict, spec_from_json, to_dict
+from zoo.solver import CYCLIC_MODES, check_schedule
 
 SELECTOR_KEYS = ("match", "regex", "up_to", "indices")
 FILE_SOURCES = ("folder", "listing", "csv")
@@ -35,6 +37,8 @@ MAX_DEPTH = 32
 MAX_INTEGER = 2**63 - 1
 # Weights between the head's Dense layers (float32: 2 GB).
 MAX_HEAD_WEIGHTS = 500_000_000
+# What `zoo validate --quick` (`zoo.validate(spec, deep=False)`) says of a valid spec.
+QUICK_VALID = "valid (quick: schema and rules; without --quick the model is built and the data read)"
 
 
 @contextlib.contextmanager
@@ -112,7 +116,7 @@ def load_spec(source):
 def validated_json(source):
     """The JSON spec of `source`, validated, with its paths made absolute."""
     spec, base_dir, name = read_spec(source)
-    errors = value_errors(spec) or schema_errors(spec) or semantic_errors(spec, base_dir)
+    errors = value_errors(spec) or spec_errors(spec, base_dir)
     if not errors and "search" in spec:
         errors = search_errors(spec, base_dir)
     if errors:
@@ -144,22 +148,62 @@ def value_errors(spec):
     return sorted(set(errors))
 
 
+def spec_errors(spec, base_dir):
+    """The schema's errors and the rules' errors of a spec, together, in the
+    order of their JSON paths. A rule runs on the sections that passed the
+    schema (`semantic_errors`)."""
+    found = schema_errors(spec)
+    errors = [(json_path(path), message) for path, message in found]
+    errors += semantic_errors(spec, base_dir, invalid=[path for path, _ in found])
+    return sorted(dict.fromkeys(errors), key=_path_order)
+
+
+def _path_order(error):
+    """An error's JSON path in parts, its indices as numbers: `$.stages[2]`
+    comes before `$.stages[10]`."""
+    parts = re.split(r"\[(\d+)\]", error[0])  # "$.stages[10].solver": "$.stages", "10", ".solver"
+    return [int(part) if index % 2 else part for index, part in enumerate(parts)]
+
+
 def schema_errors(spec):
-    errors = []
-    for error in sorted(schema_validator().iter_errors(spec), key=lambda e: list(map(str, e.absolute_path))):
+    """`(path, message)` of each schema error, the path a list of keys and indices."""
+    return _described(sorted(schema_validator().iter_errors(spec), key=lambda e: list(map(str, e.absolute_path))))
+
+
+def _described(errors):
+    """`(path, message)` of each of jsonschema's `errors`, in words."""
+    described = []
+    for error in errors:
         path = list(error.absolute_path)
-        if error.validator == "additionalProperties":
+        branch = _fitting_branch(error) if error.validator in ("oneOf", "anyOf") else None
+        if branch:  # say what is wrong with the value, not that no alternative took it
+            described += _described(branch)
+        elif error.validator == "additionalProperties":
             allowed = sorted(error.schema.get("properties", {}))
             for key in sorted(set(error.instance) - set(allowed)):
-                errors.append((json_path(path + [key]), "unknown key" + _unknown_key_hint(key, path, allowed)))
+                described.append((path + [key], "unknown key" + _unknown_key_hint(key, path, allowed)))
         elif error.validator == "enum" and isinstance(error.instance, str):
             allowed = [str(value) for value in error.validator_value]
             close = difflib.get_close_matches(error.instance, allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            errors.append((json_path(path), f"{error.instance!r} is not one of {allowed}{hint}"))
+            described.append((path, f"{error.instance!r} is not one of {allowed}{hint}"))
         else:
-            errors.append((json_path(path), error.message))
-    return errors
+            described.append((path, error.message))
+    return described
+
+
+def _fitting_branch(error):
+    """The errors of the one alternative of a `oneOf`/`anyOf` that takes a
+    value of this kind (no `type`, `const` or `enum` error on the value
+    itself): `-1` for `base_lr` (a number > 0, or "auto") is a number too
+    small. None when no alternative, or several, fit."""
+    branches = {}
+    for sub in error.context:
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    fitting = [subs for subs in branches.values()
+               if not any(sub.validator in ("type", "const", "enum") and sub.absolute_path == error.absolute_path
+                          for sub in subs)]
+    return fitting[0] if len(fitting) == 1 else None
 
 
 def _unknown_key_hint(key, path, allowed):
@@ -169,29 +213,94 @@ def _unknown_key_hint(key, path, allowed):
     return f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(allowed)}"
 
 
-def semantic_errors(spec, base_dir):
-    """What JSON Schema cannot say: the rules between fields."""
-    errors = _name_errors(spec.get("name"))
-    errors += _backbone_errors(spec["backbone"], base_dir)
-    errors += _head_errors(spec["head"])
-    errors += _data_errors(spec["data"], spec["backbone"], base_dir)
-    errors += _selector_errors(spec.get("frozen", []), ["frozen"])
-    errors += _selector_errors(spec.get("slow", []), ["slow"])
+def semantic_errors(spec, base_dir, invalid=()):
+    """What JSON Schema cannot say: the rules between fields.
+
+    A rule reads fields as the schema has them (their types, the keys it
+    requires), so it runs only on sections that are there and passed the
+    schema: `invalid` holds the paths (lists of keys and indices) of the
+    schema's errors, and a rule skips a section with an error at or under it.
+    """
+    if not isinstance(spec, dict):
+        return []
+    invalid = [tuple(path) for path in invalid]
+
+    def checked(*path, default=None):
+        return _checked(spec, invalid, path, default)
+
+    errors = _name_errors(checked("name"))
+    backbone = checked("backbone")
+    if backbone is not None:
+        errors += _backbone_errors(backbone, base_dir)
+    head = checked("head")
+    if head is not None:
+        errors += _head_errors(head)
+    data = checked("data")
+    if data is not None:
+        errors += _data_errors(data, backbone, base_dir)
     stages = spec.get("stages", [])
-    for index, stage in enumerate(stages):
-        errors += _selector_errors(stage.get("frozen", []), ["stages", index, "frozen"])
-        errors += _selector_errors(stage.get("slow", []), ["stages", index, "slow"])
-    if "solver" not in spec and not stages:
+    selectors = [[key] for key in ("frozen", "slow")]
+    if isinstance(stages, list):
+        selectors += [["stages", index, key] for index in range(len(stages)) for key in ("frozen", "slow")]
+    for path in selectors:
+        groups = checked(*path, default=[])
+        if groups is not None:
+            errors += _selector_errors(groups, path)
+    if "solver" not in spec and stages == []:
         return errors + [("$.solver", "required: the optimizer, learning rate and training length")]
-    first_monitor = None
-    for index, stage in enumerate(spec_from_json(spec).stages):
+    return errors + _stage_solver_errors(_stage_solvers(spec, invalid), checked("deterministic"))
+
+
+def _checked(spec, invalid, path, default=None):
+    """The field of `spec` at `path` (keys and indices), for a rule: None if
+    the schema found an error at or under it (`invalid`: the paths of its
+    errors, as tuples) or a field on the way is of another type; `default`
+    if a key or an index on the way is not there."""
+    if any(error[:len(path)] == tuple(path) for error in invalid):
+        return None
+    node = spec
+    for key in path:
+        if not isinstance(node, dict if isinstance(key, str) else list):
+            return None
+        if key not in node if isinstance(node, dict) else key >= len(node):
+            return default
+        node = node[key]
+    return node
+
+
+def _stage_solvers(spec, invalid=()):
+    """`(path, Solver)` of each stage, resolved as `spec_from_json` resolves
+    it: the top-level `solver` with the stage's own fields on top. The
+    Solver is None where one of those did not pass the schema (`invalid`,
+    as for `_checked`); the list is empty when `stages` is not a list."""
+    top = _checked(spec, invalid, ("solver",), default={})
+    stages = spec.get("stages", [])
+    if not isinstance(stages, list):
+        return []
+    solvers = []
+    for index in range(len(stages) or 1):
+        own = _checked(spec, invalid, ("stages", index, "solver"), default={}) if stages else {}
         where = ["stages", index, "solver"] if stages else ["solver"]
-        solver = stage.solver
+        solvers.append((where, None if top is None or own is None else from_dict(Solver, {**top, **own})))
+    return solvers
+
+
+def _stage_solver_errors(solvers, deterministic):
+    """Each stage's solver rules, and the one best epoch's monitor over all
+    stages (when every stage's solver passed the schema)."""
+    errors = []
+    for where, solver in solvers:
+        if solver is None:
+            continue
         errors += _solver_errors(solver, where)
         errors += _lr_finder_errors(solver, where)
-        if solver.jit_compile and spec.get("deterministic"):
+        if solver.jit_compile and deterministic:
             errors.append((json_path(where + ["jit_compile"]), "XLA is off under `deterministic: true` "
                                                                "(TensorFlow's op determinism does not support it)"))
+    if not solvers or any(solver is None for _, solver in solvers):
+        return errors
+    first_monitor = None
+    for where, solver in solvers:
         monitor = (solver.early_stopping.monitor, solver.early_stopping.mode)
         first_monitor = first_monitor or monitor
         if monitor != first_monitor:
@@ -256,7 +365,7 @@ def _data_errors(data, backbone, base_dir):
             if key in section and not _exists(section[key], base_dir, os.path.isdir if is_folder else os.path.isfile):
                 errors.append((f"{path}.{key}", f"no such {'folder' if is_folder else 'file'}: {section[key]}"))
     errors += crop_errors(data.get("augment", {}).get("random_crop"), data.get("image_size"))
-    if data.get("normalization") == "backbone" and not _knows_preprocessing(backbone):
+    if data.get("normalization") == "backbone" and backbone is not None and not _knows_preprocessing(backbone):
         knowing = " or ".join(f"`backbone.{key}`" for key, source in backbones.SOURCES.items()
                               if source.has_preprocessing)
         errors.append(("$.data.normalization", f"\"backbone\" needs a backbone that knows its input "
@@ -303,7 +412,7 @@ def _solver_errors(solver, path):
     if solver.epochs is None and solver.max_iter is None:
         errors.append((json_path(path), "give the training length: `epochs` or `max_iter`"))
     try:
-        lr_schedule(solver)
+        check_schedule(solver)
     except ValueError as error:
         argument = re.search(r"Argument `(\w+)`", str(error))
         key = argument and _SPEC_KEY.get(argument.group(1), argument.group(1))
@@ -314,10 +423,11 @@ def _solver_errors(solver, path):
 def _lr_finder_errors(solver, path):
     """`base_lr: "auto"` with a sweep that can find something."""
     errors = []
-    finder = solver.lr_finder
-    if finder.max_lr <= finder.min_lr:
-        errors.append((json_path(path + ["lr_finder", "max_lr"]),
-                       f"{finder.max_lr:g} must be larger than lr_finder.min_lr ({finder.min_lr:g})"))
+    try:
+        lr_finder_arguments(**to_dict(solver.lr_finder))
+    except ValueError as error:
+        argument = re.search(r"Argument `(\w+)`", str(error)).group(1)
+        errors.append((json_path(path + ["lr_finder", argument]), str(error)))
     if solver.base_lr == AUTO and solver.lr_policy in CYCLIC_MODES:
         errors.append((json_path(path + ["base_lr"]),
                        f"\"auto\" picks the LR of a fixed or decaying policy; a cyclical policy "
@@ -345,7 +455,7 @@ def search_errors(spec, base_dir):
                     errors.append((here, str(error)))
                     break
                 candidate = search_space.with_defaults(candidate, hp.get("branches", {}).get(str(value), {}))
-                found = schema_errors(candidate) or semantic_errors(candidate, base_dir)
+                found = spec_errors(candidate, base_dir)
                 errors.extend((here, f"{value!r} gives {path}: {message}") for path, message in found)
             for value, branch in hp.get("branches", {}).items():
                 chosen = search_space.set_path(context, name, search_space.typed(hp, value))

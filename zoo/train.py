@@ -18,7 +18,7 @@ from callbacks.lr_finder import RULES
 from zoo.reports import TENSORBOARD_DIR, MLflowLog, RunLog, TensorBoardLog, write_lr_find
 from zoo.runner import Runner, lr_columns, stage_path
 from zoo.sections import AUTO, differences, resolve_auto, to_dict
-from zoo.spec import SpecError, json_path, load_spec, naming
+from zoo.spec import QUICK_VALID, SpecError, json_path, load_spec, naming
 
 # Every file `train` writes in a run folder; --overwrite removes these alone.
 RUN_FILES = ("spec.json", "history.csv", "lr_per_step.csv", "lr_find.csv", "lr_find.png", "best.weights.h5",
@@ -93,7 +93,7 @@ class Validation:
 
     def summary(self):
         if not self.deep:
-            return "valid (quick: schema and rules; without --quick the model is built and the data read)"
+            return QUICK_VALID
         skipped = f"; {summary_of_skipped(self.data.skipped)}" if self.data.skipped else ""
         preset = f"; no KerasHub preset folder: {self.no_preset}" if self.no_preset else ""
         return (f"valid (deep: model built, {self.model.count_params():,} parameters; "

@@ -3,6 +3,7 @@ messages, `zoo list`, and the fine-tuned model handed back as `model.keras`
 and as a KerasHub preset folder. Nothing here touches the network: KerasHub
 presets are small models written to folders by the test."""
 
+import importlib.metadata
 import json
 import os
 import re
@@ -19,10 +20,12 @@ from tests.zoo.conftest import save_tiny_resnet_preset, stop_after_one_epoch, wr
 from tests.zoo.test_faults import refused, spec_with
 from zoo import backbones
 from zoo.backbones import build_trunk, get_backbone, list_backbones
-from zoo.backbones.applications import PARAMS
+from zoo.backbones import kerashub, kerashub_presets
+from zoo.backbones.applications import MODELS, REGISTRY
 from zoo.cli import main
 from zoo.sections import from_dict
 from zoo.sections import Backbone as BackboneSection
+from zoo.small_cnn import small_cnn
 from zoo.spec import SpecError, load_spec
 from zoo.train import build_model, train, validate
 
@@ -98,14 +101,35 @@ def test_keras_applications_entries_know_their_preprocessing_and_size():
 @pytest.mark.parametrize("name", ["mobilenetv3small", "mobilenet", "small_cnn"])
 def test_listed_parameter_counts_are_those_of_the_built_models(name):
     entry = get_backbone(name)
-    assert PARAMS[entry.constructor.__name__] == entry.build().count_params()
+    assert entry.params == entry.build().count_params()
+
+
+def test_the_applications_table_is_keras_applications():
+    # The registry is a static table, so that the quick checks and `zoo list` import no Keras.
+    constructors = {name: getattr(keras.applications, name) for name in dir(keras.applications)
+                    if name[0].isupper() and callable(getattr(keras.applications, name))}
+    assert sorted(MODELS) == sorted(constructors)
+    for name, constructor in constructors.items():
+        entry = get_backbone(name)
+        assert entry.constructor is constructor
+        assert MODELS[name][0] == constructor.__module__.rsplit(".", 1)[-1]
+        assert entry.preprocess_input is getattr(keras.applications, MODELS[name][0]).preprocess_input
+    assert get_backbone("small_cnn").constructor is small_cnn
+    assert len(REGISTRY) == len(MODELS) + 1
+
+
+def test_the_kerashub_table_is_the_installed_keras_hubs():
+    # `python -m zoo.backbones.kerashub` writes it afresh after a keras-hub upgrade.
+    assert kerashub_presets.KERAS_HUB == importlib.metadata.version("keras-hub")
+    assert kerashub.live_presets() == (kerashub_presets.IMAGE, kerashub_presets.OTHER)
+    assert kerashub.presets() == (kerashub_presets.IMAGE, kerashub_presets.OTHER)
 
 
 def test_list_shows_both_sources_with_family_size_and_parameters():
     entries = {(e.source, e.name): e for e in list_backbones()}
     resnet = entries[("keras_hub", "resnet_50_imagenet")]
     assert (resnet.family, resnet.input_size, resnet.params) == ("resnet", (224, 224), 23561152)
-    assert entries[("keras.applications", "resnet50")].params == PARAMS["ResNet50"]
+    assert entries[("keras.applications", "resnet50")].params == MODELS["ResNet50"][1]
     assert entries[("zoo", "small_cnn")].input_size == (8, 8)
     assert {"vit", "efficientnet", "dinov2", "mobilenet"} <= {e.family for e in entries.values()}
     assert len([e for e in entries.values() if e.source == "keras_hub"]) == 105  # KerasHub 0.32's image presets

@@ -135,7 +135,7 @@ def test_no_lr_that_lowers_the_loss_is_a_clear_error_with_the_sweep_kept(tmp_pat
 
 @pytest.mark.parametrize("solver, path, message", [
     ({"lr_policy": "triangular", "max_lr": 1.0, "step_size": 10}, "$.solver.base_lr", "cyclical policy"),
-    ({"lr_finder": {"min_lr": 1.0, "max_lr": 0.5}}, "$.solver.lr_finder.max_lr", "must be larger than"),
+    ({"lr_finder": {"min_lr": 1.0, "max_lr": 0.5}}, "$.solver.lr_finder.max_lr", "Argument `max_lr` must be > 1.0"),
     ({"lr_finder": {"rule": "valey"}}, "$.solver.lr_finder.rule", "did you mean 'valley'"),
 ])
 def test_auto_settings_are_checked_before_training(solver, path, message):

@@ -213,3 +213,82 @@ def test_what_would_fail_later_is_refused_now(change, path, message):
     with pytest.raises(SpecError) as caught:
         load_spec({**minimal(), **change})
     assert any(where == path and message in text for where, text in caught.value.errors), caught.value.errors
+
+
+def errors_of(raw):
+    with pytest.raises(SpecError) as caught:
+        load_spec(raw)
+    return caught.value.errors
+
+
+def test_schema_errors_and_rule_errors_are_reported_together():
+    raw = minimal()
+    raw["head"]["droput"] = 0.5  # the schema's
+    raw["solver"].update(lr_policy="step", gamma=0.1)  # the rules': no stepsize
+    raw["data"].update(image_size=[8, 8], augment={"random_crop": [10, 10]})
+    raw["frozen"] = [{"match": "conv*", "regex": "bn"}]
+    raw["stages"] = [{}, {"solver": {"epochs": "ten"}}]
+    assert [path for path, _ in errors_of(raw)] == [
+        "$.data.augment.random_crop", "$.frozen[0]", "$.head.droput", "$.stages[0].solver.stepsize",
+        "$.stages[1].solver.epochs"]
+
+
+def test_a_rule_skips_a_section_the_schema_refused():
+    raw = minimal()
+    raw["solver"].update(base_lr="fast", lr_policy="step")  # not repeated as "`base_lr` must be a number"
+    raw["backbone"].update(name="resnet5", weights=3)  # no "did you mean" for a backbone that is wrong anyway
+    assert errors_of(raw) == [("$.backbone.weights", "3 is not of type 'string', 'null'"),
+                              ("$.solver.base_lr", "'fast' is not valid under any of the given schemas")]
+
+
+@pytest.mark.parametrize("change", [
+    {"head": 5}, {"head": []}, {"solver": []}, {"solver": {"warmup": 3}}, {"stages": [3, {"solver": 4}]},
+    {"stages": {}}, {"stages": [{"frozen": {"match": "x"}}]}, {"frozen": "conv*"}, {"data": None},
+    {"backbone": {"name": 5}}, {"deterministic": "yes", "solver": {"jit_compile": 1}}, {"name": 3},
+])
+def test_malformed_sections_get_schema_errors_only(change):
+    errors = errors_of({**minimal(), **change})
+    assert errors and all(not message.startswith(("Argument", "give exactly")) for _, message in errors), errors
+
+
+def test_errors_come_in_the_order_of_their_paths():
+    raw = minimal()
+    raw["stages"] = [{}] * 11
+    raw["stages"][10] = raw["stages"][2] = {"solver": {"lr_policy": "poly", "power": 1}}
+    raw["head"]["classes"] = 0
+    assert [path for path, _ in errors_of(raw)] == [
+        "$.head.classes", "$.stages[2].solver.max_iter", "$.stages[10].solver.max_iter"]
+
+
+def test_a_schedule_error_is_the_callbacks_own():
+    from callbacks import CaffeLR, CyclicLR
+
+    with pytest.raises(ValueError) as caffe:
+        CaffeLR("multistep", 0.01, gamma=0.1, stepvalue=[30, 20])
+    with pytest.raises(ValueError) as cyclic:
+        CyclicLR(0.01, 0.001, 10)
+    raw = minimal()
+    raw["solver"].update(lr_policy="multistep", gamma=0.1, stepvalue=[30, 20])
+    raw["stages"] = [{}, {"solver": {"lr_policy": "triangular", "max_lr": 0.001, "step_size": 10}}]
+    assert errors_of(raw) == [("$.stages[0].solver.stepvalue", str(caffe.value)),
+                              ("$.stages[1].solver.max_lr", str(cyclic.value))]
+
+
+def test_auto_base_lr_checks_the_other_parameters():
+    raw = minimal()
+    raw["solver"].update(base_lr="auto", lr_policy="step", gamma=0.1)
+    assert [path for path, _ in errors_of(raw)] == ["$.solver.stepsize"]
+    raw["solver"]["stepsize"] = 100
+    assert load_spec(raw).stages[0].solver.base_lr == "auto"
+
+
+@pytest.mark.parametrize("name", SPEC_FILES + ["stages"])
+def test_the_rules_resolve_each_stages_solver_as_the_typed_spec_does(name):
+    from zoo.sections import spec_from_json
+    from zoo.spec import _stage_solvers
+
+    raw = minimal() if name == "stages" else json.loads(open(os.path.join(SPECS, name)).read())
+    if name == "stages":
+        raw["stages"] = [{"solver": {"lr_policy": "step", "gamma": 0.5, "stepsize": 9}}, {"name": "b"}]
+    solvers = _stage_solvers(raw)
+    assert [solver for _, solver in solvers] == [stage.solver for stage in spec_from_json(raw).stages]

@@ -17,16 +17,22 @@ the same way (`cut`): at its feature output by default, or at the layer
 one module with one `@register_source` class; the rest of the package asks
 only what the source knows (`has_preprocessing`, the `Trunk`), never which
 source a spec uses.
+
+Checking a spec's `backbone` section and listing the backbones import
+neither Keras nor KerasHub, so `zoo list` and `zoo validate --quick` do not
+load TensorFlow: `errors` and `entries` read static tables of what a source
+offers, and a source imports Keras when it builds a trunk.
 """
 
 import dataclasses
 import difflib
 import fnmatch
-from typing import Callable, Optional
-
-import keras
+from typing import TYPE_CHECKING, Callable, Optional
 
 from zoo.errors import SpecError, json_path
+
+if TYPE_CHECKING:
+    import keras
 
 SOURCES = {}  # spec key -> its BackboneSource
 
@@ -70,7 +76,7 @@ class Trunk:
             other sources.
     """
 
-    model: keras.Model
+    model: "keras.Model"
     preprocess: Optional[Callable] = None
     image_size: Optional[tuple] = None
     preset_writer: Optional[object] = None
@@ -153,6 +159,8 @@ def cut(model, layer, where, of):
     `where` naming the closest layers of `of` (the model's description)."""
     if layer is None:
         return model
+    import keras
+
     names = [item.name for item in model.layers]
     if layer not in names:
         close = difflib.get_close_matches(layer, names, n=3)

@@ -4,19 +4,48 @@ Each entry knows how to build the model without its classifier, its default
 input size, its `preprocess_input`, and its feature layer (the layer the new
 head goes on). Names are matched ignoring case, `_` and `-`, so
 `mobilenet_v3_small`, `MobileNetV3Small` and `mobilenetv3small` are one entry.
+
+The registry is a static table (`MODELS`), so that checking a spec's
+backbone name and `zoo list` import no Keras; Keras (and h5py) are imported
+when a model is built.
 """
 
 import dataclasses
 import difflib
+import importlib
 import re
-
-import h5py
-import keras
 
 from zoo.backbones import BackboneSource, Entry, Trunk, cut, fixed_size, plain_name, register_source
 from zoo.errors import SpecError, first_line
-from zoo.small_cnn import small_cnn
 
+# Every keras.applications constructor: (its module in keras.applications,
+# which holds its `preprocess_input`; its parameters without the classifier,
+# `include_top=False`, as `count_params` gives them in Keras 3.15).
+# `python -m zoo.backbones.applications` prints it afresh (about 90 s);
+# tests/zoo/test_backbones.py checks the names and modules against the
+# installed keras.applications, and a few parameter counts.
+MODELS = {
+    "ConvNeXtBase": ("convnext", 87566464), "ConvNeXtLarge": ("convnext", 196230336),
+    "ConvNeXtSmall": ("convnext", 49454688), "ConvNeXtTiny": ("convnext", 27820128),
+    "ConvNeXtXLarge": ("convnext", 348147968), "DenseNet121": ("densenet", 7037504),
+    "DenseNet169": ("densenet", 12642880), "DenseNet201": ("densenet", 18321984),
+    "EfficientNetB0": ("efficientnet", 4049571), "EfficientNetB1": ("efficientnet", 6575239),
+    "EfficientNetB2": ("efficientnet", 7768569), "EfficientNetB3": ("efficientnet", 10783535),
+    "EfficientNetB4": ("efficientnet", 17673823), "EfficientNetB5": ("efficientnet", 28513527),
+    "EfficientNetB6": ("efficientnet", 40960143), "EfficientNetB7": ("efficientnet", 64097687),
+    "EfficientNetV2B0": ("efficientnet_v2", 5919312), "EfficientNetV2B1": ("efficientnet_v2", 6931124),
+    "EfficientNetV2B2": ("efficientnet_v2", 8769374), "EfficientNetV2B3": ("efficientnet_v2", 12930622),
+    "EfficientNetV2L": ("efficientnet_v2", 117746848), "EfficientNetV2M": ("efficientnet_v2", 53150388),
+    "EfficientNetV2S": ("efficientnet_v2", 20331360), "InceptionResNetV2": ("inception_resnet_v2", 54336736),
+    "InceptionV3": ("inception_v3", 21802784), "MobileNet": ("mobilenet", 3228864),
+    "MobileNetV2": ("mobilenet_v2", 2257984), "MobileNetV3Large": ("mobilenet_v3", 2996352),
+    "MobileNetV3Small": ("mobilenet_v3", 939120), "NASNetLarge": ("nasnet", 84916818),
+    "NASNetMobile": ("nasnet", 4269716), "ResNet101": ("resnet", 42658176),
+    "ResNet101V2": ("resnet_v2", 42626560), "ResNet152": ("resnet", 58370944),
+    "ResNet152V2": ("resnet_v2", 58331648), "ResNet50": ("resnet", 23587712),
+    "ResNet50V2": ("resnet_v2", 23564800), "VGG16": ("vgg16", 14714688), "VGG19": ("vgg19", 20024384),
+    "Xception": ("xception", 20861480),
+}
 # The input side each model was trained on at ImageNet (224 unless listed).
 _INPUT_SIZE = {
     "InceptionV3": 299, "InceptionResNetV2": 299, "Xception": 299, "NASNetLarge": 331,
@@ -26,25 +55,6 @@ _INPUT_SIZE = {
     "EfficientNetV2B3": 300, "EfficientNetV2S": 384, "EfficientNetV2M": 480,
     "EfficientNetV2L": 480,
 }
-# Parameters without the classifier (`include_top=False`), as `count_params`
-# gives them in Keras 3.15: `python -m zoo.backbones.applications` prints
-# them afresh (about 90 s); tests/zoo/test_backbones.py checks a few.
-PARAMS = {
-    "ConvNeXtBase": 87566464, "ConvNeXtLarge": 196230336, "ConvNeXtSmall": 49454688,
-    "ConvNeXtTiny": 27820128, "ConvNeXtXLarge": 348147968, "DenseNet121": 7037504,
-    "DenseNet169": 12642880, "DenseNet201": 18321984, "EfficientNetB0": 4049571,
-    "EfficientNetB1": 6575239, "EfficientNetB2": 7768569, "EfficientNetB3": 10783535,
-    "EfficientNetB4": 17673823, "EfficientNetB5": 28513527, "EfficientNetB6": 40960143,
-    "EfficientNetB7": 64097687, "EfficientNetV2B0": 5919312, "EfficientNetV2B1": 6931124,
-    "EfficientNetV2B2": 8769374, "EfficientNetV2B3": 12930622, "EfficientNetV2L": 117746848,
-    "EfficientNetV2M": 53150388, "EfficientNetV2S": 20331360, "InceptionResNetV2": 54336736,
-    "InceptionV3": 21802784, "MobileNet": 3228864, "MobileNetV2": 2257984,
-    "MobileNetV3Large": 2996352, "MobileNetV3Small": 939120, "NASNetLarge": 84916818,
-    "NASNetMobile": 4269716, "ResNet101": 42658176, "ResNet101V2": 42626560,
-    "ResNet152": 58370944, "ResNet152V2": 58331648, "ResNet50": 23587712,
-    "ResNet50V2": 23564800, "VGG16": 14714688, "VGG19": 20024384, "Xception": 20861480,
-    "small_cnn": 28448,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,19 +63,32 @@ class Application:
 
     Attributes:
         name: The registry name (the constructor's name, lower case).
-        constructor: `keras.applications` constructor (or `small_cnn`).
-        module: Where it lives, e.g. `keras.applications.resnet`.
+        constructor_path: Where its constructor is, as `module.name`
+            (`keras.applications.ResNet50`); `constructor` imports it.
+        module: The module of its `preprocess_input`, e.g.
+            `keras.applications.resnet`.
         input_size: Default `(height, width, channels)`.
-        preprocess_input: The model's own input preprocessing.
+        params: Parameters without the classifier.
         pretrained: Whether `weights="imagenet"` exists for it.
     """
 
     name: str
-    constructor: object
+    constructor_path: str
     module: str
     input_size: tuple
-    preprocess_input: object
+    params: int
     pretrained: bool = True
+
+    @property
+    def constructor(self):
+        """The `keras.applications` constructor (or `small_cnn`)."""
+        module, name = self.constructor_path.rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)
+
+    @property
+    def preprocess_input(self):
+        """The model's own input preprocessing, `<module>.preprocess_input`."""
+        return importlib.import_module(self.module).preprocess_input
 
     def build(self, weights=None, input_shape=None):
         """The backbone without its classifier, as a functional `keras.Model`.
@@ -79,7 +102,9 @@ class Application:
         if not self.pretrained:
             if weights == "imagenet":
                 raise ValueError(f"Backbone {self.name!r} has no ImageNet weights.")
-            model = small_cnn(input_shape, classes=1)
+            import keras
+
+            model = self.constructor(input_shape, classes=1)
             # Keep only the convolutional trunk: the head is the spec's to add.
             return keras.Model(model.input, model.get_layer("relu3").output, name=self.name)
         return self.constructor(include_top=False, weights=weights, input_shape=input_shape)
@@ -87,42 +112,32 @@ class Application:
     def entry(self):
         return Entry(source="keras.applications" if self.pretrained else "zoo", name=self.name,
                      family=self.module.rsplit(".", 1)[-1], input_size=self.input_size[:2],
-                     params=PARAMS.get(self.constructor.__name__), pretrained="imagenet" if self.pretrained else "")
+                     params=self.params, pretrained="imagenet" if self.pretrained else "")
 
 
-def _identity(x, data_format=None):
-    return x
-
-
-def _discover():
+def _registry():
     registry = {}
-    for attr in dir(keras.applications):
-        constructor = getattr(keras.applications, attr)
-        if not attr[0].isupper() or not callable(constructor):
-            continue
-        # keras.src.applications.resnet -> the public keras.applications.resnet
-        module_name = constructor.__module__.rsplit(".", 1)[-1]
-        module = getattr(keras.applications, module_name)
-        side = _INPUT_SIZE.get(attr, 224)
-        registry[plain_name(attr)] = Application(
-            name=attr.lower(),
-            constructor=constructor,
-            module=f"keras.applications.{module_name}",
+    for constructor, (module, params) in MODELS.items():
+        side = _INPUT_SIZE.get(constructor, 224)
+        registry[plain_name(constructor)] = Application(
+            name=constructor.lower(),
+            constructor_path=f"keras.applications.{constructor}",
+            module=f"keras.applications.{module}",
             input_size=(side, side, 3),
-            preprocess_input=module.preprocess_input,
+            params=params,
         )
     registry["smallcnn"] = Application(
         name="small_cnn",
-        constructor=small_cnn,
+        constructor_path="zoo.small_cnn.small_cnn",
         module="zoo.small_cnn",
         input_size=(8, 8, 1),
-        preprocess_input=_identity,
+        params=28448,  # tests/zoo/test_backbones.py builds it
         pretrained=False,
     )
     return registry
 
 
-REGISTRY = _discover()
+REGISTRY = _registry()
 
 
 def get_backbone(name):
@@ -194,6 +209,8 @@ def _no_download(name, error):
 def load_weights_file(model, path, where):
     """`model.load_weights(path)`; a file that is not HDF5 or that does not
     fit `model` is a `SpecError` at `where` naming the first mismatching layer."""
+    import h5py
+
     if not h5py.is_hdf5(path):
         raise SpecError([(where, f"{path} is not an HDF5 weights file (truncated, or another format)")])
     try:
@@ -225,6 +242,8 @@ def _first_mismatch(model, path):
 def _stored_shapes(path):
     """`{layer name: [weight shapes]}` of a Keras weights file, in the
     Keras 3 layout (`.../vars` groups named by layer) or the legacy one."""
+    import h5py
+
     shapes = {}
     with h5py.File(path, "r") as f:
         root = f["model_weights"] if "model_weights" in f else f  # a whole legacy model keeps them there
@@ -244,14 +263,22 @@ def _stored_shapes(path):
     return shapes
 
 
-def _count_params():
-    """`PARAMS` measured afresh: every model built without weights."""
-    counts = {}
-    for entry in sorted(REGISTRY.values(), key=lambda e: e.name):
-        counts[entry.constructor.__name__] = entry.build().count_params()
-        keras.backend.clear_session()
-    return counts
+def _measured_models():
+    """`MODELS` afresh: every keras.applications model built without weights."""
+    import keras
+
+    models = {}
+    for name in sorted(dir(keras.applications)):
+        constructor = getattr(keras.applications, name)
+        if name[0].isupper() and callable(constructor):
+            # keras.src.applications.resnet -> the public keras.applications.resnet
+            module = constructor.__module__.rsplit(".", 1)[-1]
+            side = _INPUT_SIZE.get(name, 224)
+            model = constructor(include_top=False, weights=None, input_shape=(side, side, 3))
+            models[name] = (module, model.count_params())
+            keras.backend.clear_session()
+    return models
 
 
 if __name__ == "__main__":
-    print(_count_params())
+    print(_measured_models())

@@ -8,17 +8,18 @@ The preset's own image converter (resize, rescale, mean/std) is the
 backbone's input preprocessing. The head goes on the backbone's feature
 output, on a named layer, or on a level of its feature pyramid (`"P4"`).
 
-keras_hub is imported when a preset is used or listed, not before.
+Keras and keras_hub are imported when a preset is built, not before: the
+built-in presets a spec may name, and `zoo list`, come from a table
+generated from keras_hub (`presets`).
 """
 
 import difflib
 import functools
+import importlib.metadata
 import json
 import os
 import re
 import shlex
-
-import keras
 
 from zoo.backbones import BackboneSource, Entry, Trunk, cut, fixed_size, register_source
 from zoo.errors import SpecError, first_line
@@ -43,6 +44,53 @@ def is_local(preset):
 
 
 @functools.lru_cache(maxsize=1)
+def presets():
+    """KerasHub's built-in presets as two dicts: `{name: (backbone class,
+    family, (height, width) it was trained at or None, parameters)}` of the
+    image backbones and `{name: backbone class}` of the others.
+
+    From `zoo.backbones.kerashub_presets` when it was generated from the
+    installed keras-hub, which imports nothing; else read from keras_hub
+    itself (`live_presets`, which imports it and TensorFlow: seconds).
+    """
+    # Why a generated table rather than reading keras_hub's
+    # `src/models/*/*_presets.py` without importing it: most of those files
+    # are dict literals (in 0.32, 66 of 70 hold `backbone_presets = {...}`;
+    # others name it differently or leave it empty), but which backbone
+    # class a preset belongs to is set by code (a `register_presets` call in
+    # each model's `__init__.py`), and which classes are image backbones only
+    # the class hierarchy says (`ImageClassifier.backbone_cls`,
+    # `FeaturePyramidBackbone`). Reading that from source would re-implement
+    # KerasHub's registration on its private file layout, and break silently
+    # when it moves. The table is written by the same code as the live path
+    # (`write_presets_table`), is used only for the keras-hub version it was
+    # made from, and tests/zoo/test_backbones.py compares it with the live
+    # metadata.
+    from zoo.backbones import kerashub_presets
+
+    try:
+        installed = importlib.metadata.version("keras-hub")
+    except importlib.metadata.PackageNotFoundError:
+        installed = None  # the live path says that keras_hub cannot be imported
+    if installed == kerashub_presets.KERAS_HUB:
+        return kerashub_presets.IMAGE, kerashub_presets.OTHER
+    return live_presets()
+
+
+def live_presets():
+    """`presets()` read from the installed keras_hub (importing it)."""
+    image_classes = image_backbone_classes()
+    image, other = {}, {}
+    for name, (cls, metadata) in builtin_presets().items():
+        if cls in image_classes:
+            image[name] = (cls, metadata.get("path", cls.lower()),
+                           _listed_input_size(name, metadata.get("description", "")), metadata.get("params"))
+        else:
+            other[name] = cls
+    return image, other
+
+
+@functools.lru_cache(maxsize=1)
 def image_backbone_classes():
     """KerasHub's image backbones: those of its image classifiers, and its
     feature-pyramid backbones (DINOv2, DINOv3, ...), by class name."""
@@ -60,13 +108,13 @@ def builtin_presets():
     import keras_hub
 
     backbones = [cls for cls in _public_classes() if issubclass(cls, keras_hub.models.Backbone)]
-    presets = {}
+    found = {}
     for cls in backbones:
         if any(other is not cls and issubclass(other, cls) for other in backbones):
             continue  # a base class: its `presets` are its subclasses'
         for preset, info in cls.presets.items():
-            presets[preset] = (cls.__name__, info.get("metadata", {}))
-    return dict(sorted(presets.items()))
+            found[preset] = (cls.__name__, info.get("metadata", {}))
+    return dict(sorted(found.items()))
 
 
 def _listed_input_size(name, description):
@@ -75,6 +123,24 @@ def _listed_input_size(name, description):
     found = (re.search(r"(\d{2,4}) ?x ?\d{2,4}", description) or re.search(r"image size (\d{2,4})", description)
              or re.search(r"_r(\d{3})_", name) or re.search(r"_(\d{3,4})$", name))
     return (int(found.group(1)),) * 2 if found else None
+
+
+def write_presets_table():
+    """Write `zoo/backbones/kerashub_presets.py`, the table `presets` reads,
+    from the installed keras_hub."""
+    version = importlib.metadata.version("keras-hub")
+    image, other = live_presets()
+    text = ('"""KerasHub\'s built-in presets, which `zoo.backbones.kerashub.presets` reads\n'
+            f"without importing KerasHub. Generated from keras-hub {version} by\n"
+            '`python -m zoo.backbones.kerashub`; do not edit."""\n\n'
+            f"KERAS_HUB = {version!r}\n\n"
+            "# Image backbones: name -> (backbone class, family, (height, width) it was\n"
+            "# trained at or None, parameters).\n"
+            "IMAGE = {\n" + "".join(f"    {name!r}: {entry!r},\n" for name, entry in image.items()) + "}\n\n"
+            "# Every other preset (text, audio, detection, ...): name -> backbone class.\n"
+            "OTHER = {\n" + "".join(f"    {name!r}: {cls!r},\n" for name, cls in other.items()) + "}\n")
+    with open(os.path.join(os.path.dirname(__file__), "kerashub_presets.py"), "w") as f:
+        f.write(text)
 
 
 @register_source
@@ -90,17 +156,15 @@ class KerasHub(BackboneSource):
             return []
         if is_local(preset):
             return [] if exists(preset, folder=True) else [("$.backbone.preset", f"no such preset folder: {preset}")]
-        known = builtin_presets()
-        if preset not in known:
-            images = [name for name, (cls, _) in known.items() if cls in image_backbone_classes()]
-            close = ", ".join(difflib.get_close_matches(preset, images, n=3, cutoff=0.6))
+        image, other = presets()
+        if preset in other:
+            return [("$.backbone.preset", f"{preset!r} is a {other[preset]} preset, not an image backbone; "
+                                          "`zoo list --source keras_hub` shows the image presets")]
+        if preset not in image:
+            close = ", ".join(difflib.get_close_matches(preset, list(image), n=3, cutoff=0.6))
             return [("$.backbone.preset", f"no KerasHub preset {preset!r}" + (f"; did you mean {close}?" if close else "")
                      + " `zoo list --source keras_hub` shows the image presets; a preset folder "
                        "is a path (with a /).")]
-        family = known[preset][0]
-        if family not in image_backbone_classes():
-            return [("$.backbone.preset", f"{preset!r} is a {family} preset, not an image backbone; "
-                                          "`zoo list --source keras_hub` shows the image presets")]
         return []
 
     def local_paths(self, backbone):
@@ -137,11 +201,10 @@ class KerasHub(BackboneSource):
                      PresetWriter(hub_backbone, converter, backbone.cut_at))
 
     def entries(self):
-        families = image_backbone_classes()
-        return [Entry(source="keras_hub", name=name, family=metadata.get("path", cls.lower()),
-                      input_size=_listed_input_size(name, metadata.get("description", "")),
-                      params=metadata.get("params"), pretrained="preset")
-                for name, (cls, metadata) in builtin_presets().items() if cls in families]
+        image, _ = presets()
+        return [Entry(source="keras_hub", name=name, family=family, input_size=size, params=params,
+                      pretrained="preset")
+                for name, (_, family, size, params) in image.items()]
 
 
 def _cannot_load(preset, error):
@@ -198,6 +261,8 @@ def converted(converter, image_size, scale_offset=None):
 def _cut(backbone, cut_at, preset):
     """The backbone ending at its feature output, the layer `cut_at`, or
     its pyramid level `cut_at` ("P4")."""
+    import keras
+
     names = {layer.name for layer in backbone.layers}
     if cut_at is not None and PYRAMID_LEVEL.fullmatch(cut_at) and cut_at not in names:
         levels = getattr(backbone, "pyramid_outputs", None) or {}
@@ -285,3 +350,7 @@ def _public_classes():
     import keras_hub
 
     return [cls for cls in vars(keras_hub.models).values() if isinstance(cls, type)]
+
+
+if __name__ == "__main__":
+    write_presets_table()

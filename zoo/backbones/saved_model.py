@@ -1,8 +1,5 @@
 """The `model` source: a saved `.keras` model (or a legacy `.h5` one), cut
-at the layer `cut_at`."""
-
-import h5py
-import keras
+at the layer `cut_at`. Keras and h5py are imported when it is loaded."""
 
 from zoo.backbones import BackboneSource, Trunk, cut, fixed_size, register_source
 from zoo.errors import SpecError, first_line
@@ -35,6 +32,9 @@ def load_saved_model(path, unsafe=False):
     """The `.keras` (or legacy `.h5`) model in `path`, loaded without its
     training config. Keras's safe mode refuses Lambda layers, whose code
     would run on loading, unless `unsafe`."""
+    import h5py
+    import keras
+
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
     except Exception as error:
