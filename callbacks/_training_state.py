@@ -6,9 +6,17 @@ from keras import ops
 
 
 def snapshot(model):
-    """Copies of the model's and its optimizer's variables, for `restore`."""
-    variables = list(model.weights) + list(model.optimizer.variables)
+    """Copies of the model's variables (its seed generators' states
+    included) and its optimizer's, for `restore`."""
+    variables = list(model.weights) + seed_states(model) + list(model.optimizer.variables)
     return [(v, ops.convert_to_numpy(v)) for v in variables]
+
+
+def seed_states(model):
+    """The model's variables that `save_weights` leaves out: the states of
+    its random seed generators (Dropout's masks follow them)."""
+    saved = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in saved]
 
 
 def restore(saved):

@@ -10,11 +10,8 @@ from keras.saving import register_keras_serializable
 
 from callbacks import _training_state
 from callbacks.base import LRScheduleCallback
-from zoo.lr_policies import LR_FINDER_RULES, lr_finder_arguments
+from zoo.lr_policies import lr_finder_arguments
 
-# The rules `suggest_lrs` applies, by name; `valley` is the default (see its docstring).
-RULES = LR_FINDER_RULES
-DEFAULT_RULE = "valley"
 # Below this relative fall from where the sweep started, no LR "lowered the loss".
 MIN_FALL = 0.05
 
@@ -26,7 +23,7 @@ class LRFinderResult:
     Attributes:
         history: `pandas.DataFrame` with one row per recorded step and the
             columns `lr`, `loss` and `smoothed_loss`.
-        suggestions: Dict. The LR each rule of `RULES` suggests, by rule
+        suggestions: Dict. The LR each rule of `LR_FINDER_RULES` suggests, by rule
             name; empty when no LR lowered the loss.
         rule: String. The rule behind `suggested_lr`.
         stop_reason: String. Why the sweep ended.
@@ -42,6 +39,9 @@ class LRFinderResult:
         """The LR `rule` suggests. Raises `ValueError` when no LR of the
         sweep lowered the loss."""
         if not self.suggestions:
+            if self.history.empty:
+                raise ValueError(f"The LR range test recorded no step ({self.stop_reason}): lower its `min_lr`, "
+                                 "or check the data and the model.")
             first, last = self.history["lr"].iloc[0], self.history["lr"].iloc[-1]
             raise ValueError(
                 f"No learning rate from {first:.3g} to {last:.3g} lowered the loss by {MIN_FALL:.0%} "
@@ -71,6 +71,9 @@ class LRFinderResult:
                          label=f"{rule} {lr:.2g}" + (" (chosen)" if chosen else ""))
         axes.set_xscale("log")
         # The blow-up at the end would flatten the rest: show up to the smoothed loss's highest.
+        if self.history.empty:
+            axes.set_title(f"{title}: no step recorded")
+            return
         low = min(self.history["loss"].min(), self.history["smoothed_loss"].min())
         high = self.history["smoothed_loss"].max()
         margin = 0.1 * (high - low) or 0.1 * abs(high) or 1.0
@@ -120,13 +123,13 @@ class LRFinder(LRScheduleCallback):
             times its minimum. Defaults to `3.0`.
         smoothing: Float in [0, 1). The moving average's weight of the past.
             Defaults to `0.98`.
-        rule: String, one of `RULES`: the suggestion that becomes
+        rule: String, one of `LR_FINDER_RULES`: the suggestion that becomes
             `result.suggested_lr`. Defaults to `"valley"`.
         verbose: Integer. 1 prints the suggestions at the end. Defaults to `1`.
     """
 
     def __init__(self, min_lr=1e-7, max_lr=10.0, num_steps=100, stop_factor=3.0,
-                 smoothing=0.98, rule=DEFAULT_RULE, verbose=1):
+                 smoothing=0.98, rule="valley", verbose=1):
         super().__init__()
         for name, value in lr_finder_arguments(min_lr, max_lr, num_steps, stop_factor, smoothing, rule).items():
             setattr(self, name, value)
@@ -145,7 +148,6 @@ class LRFinder(LRScheduleCallback):
         self.model.optimizer.iterations.assign(0)
         super().on_train_begin(logs)
         self._step_loss = _training_state.StepLoss()
-        self._steps_before_epoch = 0
         self._rows = []
         self._average = 0.0
         self._best = math.inf
@@ -154,43 +156,38 @@ class LRFinder(LRScheduleCallback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._step_loss.reset()
-        self._batches_this_epoch = 0
 
     def on_train_batch_end(self, batch, logs=None):
-        self._batches_this_epoch = batch + 1
-        steps = self._steps_before_epoch + batch + 1
+        # The optimizer's count, not the batches': a step that mixed
+        # precision's loss scaling skipped did not advance the sweep.
+        steps = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+        step = max(steps, 1) - 1  # whose LR the last update used
         loss = self._step_loss.update(batch, logs)
         if not math.isfinite(loss):
-            self._stop_reason = f"loss became {loss} at step {steps - 1}"
+            self._stop_reason = f"loss became {loss} at step {step}"
             self.model.stop_training = True
             return
         self._average = self.smoothing * self._average + (1 - self.smoothing) * loss
         smoothed = self._average / (1 - self.smoothing ** (len(self._rows) + 1))
-        self._rows.append((steps - 1, loss, smoothed))
+        self._rows.append((step, loss, smoothed))
         self._best = min(self._best, smoothed)
         if smoothed > self.stop_factor * self._best:
             self._stop_reason = (
                 f"smoothed loss {smoothed:.4g} exceeded {self.stop_factor:g}x "
-                f"its minimum {self._best:.4g} at step {steps - 1}"
+                f"its minimum {self._best:.4g} at step {step}"
             )
             self.model.stop_training = True
         elif steps >= self.num_steps:
             self.model.stop_training = True
 
-    def on_epoch_end(self, epoch, logs=None):
-        self._steps_before_epoch += self._batches_this_epoch
-        super().on_epoch_end(epoch, logs)
-
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
         _training_state.restore(self._saved)
         self._saved = None
-        if not self._rows:
-            raise RuntimeError(f"LRFinder recorded no step: {self._stop_reason}.")
-        steps, losses, smoothed = zip(*self._rows)
+        steps, losses, smoothed = zip(*self._rows) if self._rows else ((), (), ())
         # The LR column in one evaluation, rather than one per batch.
-        lr = ops.convert_to_numpy(self(np.array(steps))).astype("float64")
-        history = pd.DataFrame({"lr": lr, "loss": losses, "smoothed_loss": smoothed})
+        lr = ops.convert_to_numpy(self(np.array(steps, dtype="int64"))).astype("float64") if steps else []
+        history = pd.DataFrame({"lr": lr, "loss": losses, "smoothed_loss": smoothed}, dtype="float64")
         self.result = LRFinderResult(history, suggest_lrs(history), self.rule, self._stop_reason)
         if self.verbose:
             found = ", ".join(f"{rule} {lr:.3g}" for rule, lr in self.result.suggestions.items())
@@ -209,7 +206,7 @@ class LRFinder(LRScheduleCallback):
 
 
 def suggest_lrs(history):
-    """The LR each rule of `RULES` suggests, from an LR range test's
+    """The LR each rule of `LR_FINDER_RULES` suggests, from an LR range test's
     `history` DataFrame (`lr`, `smoothed_loss`); `{}` when the smoothed loss
     never fell `MIN_FALL` below where the sweep started.
 
@@ -264,7 +261,7 @@ def _steepest(lr, smoothed, window):
 
 
 def find_lr(model, x, y=None, *, batch_size=None, steps_per_epoch=None, min_lr=1e-7, max_lr=10.0,
-            num_steps=100, stop_factor=3.0, smoothing=0.98, rule=DEFAULT_RULE, plot_path=None, verbose=1):
+            num_steps=100, stop_factor=3.0, smoothing=0.98, rule="valley", plot_path=None, verbose=1):
     """Run the LR range test on a compiled `model`; see `LRFinder`.
 
     The data is repeated for as many epochs as the sweep needs. The model's

@@ -2,7 +2,8 @@
 
 The names below are imported on first use (PEP 562): `zoo list` and
 `zoo validate --quick` need neither TensorFlow nor Keras, and do not load
-them; `zoo.train`, `zoo.tune`, `zoo.validate`, `zoo.build_model` and `zoo.lr_find` do.
+them; `zoo.train`, `zoo.tune`, `zoo.validate`, `zoo.build_model`, `zoo.lr_find` and
+`zoo.plot_runs` do.
 """
 
 import importlib

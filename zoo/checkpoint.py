@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 
 from callbacks._files import leftovers, write_atomically
+from callbacks._training_state import seed_states
 
 STATE = "state.json"
 
@@ -48,7 +49,7 @@ class Checkpoint:
             best = f"best-{epoch:04d}.weights.h5"
             write_atomically(os.path.join(self.directory, best), lambda path: shutil.copyfile(best_path, path))
         self._write_state({**state, "weights": weights, "best_weights": best,
-                           "seed_states": [np.asarray(v).tolist() for v in _seed_states(model)]})
+                           "seed_states": [np.asarray(v).tolist() for v in seed_states(model)]})
         # Older checkpoints, and files of a write that a crash cut short.
         for stale in glob.glob(os.path.join(self.directory, "*.weights.h5")) + leftovers(self.directory):
             if os.path.basename(stale) not in (weights, best):
@@ -67,7 +68,7 @@ class Checkpoint:
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
         model.load_weights(os.path.join(self.directory, state["weights"]))
-        for variable, value in zip(_seed_states(model), state["seed_states"]):
+        for variable, value in zip(seed_states(model), state["seed_states"]):
             variable.assign(np.asarray(value, dtype=variable.dtype))
         if state["best_weights"]:
             saved = os.path.join(self.directory, state["best_weights"])
@@ -76,13 +77,6 @@ class Checkpoint:
     def _write_state(self, state):
         text = json.dumps(state, indent=1)
         write_atomically(self.state_path, lambda path: _write_text(path, text))
-
-
-def _seed_states(model):
-    """The model's variables that `save_weights` leaves out: the states of
-    its random seed generators (Dropout's masks follow them)."""
-    saved = {id(v) for v in model.weights}
-    return [v for v in model.variables if id(v) not in saved]
 
 
 def _write_text(path, text):

@@ -67,17 +67,19 @@ class RunLog:
             plot_curves(self.history(), self.paths["curves.png"])
             plot_lr(self.lr_per_step(), self.paths["lr.png"])
 
-    def close(self, finished):
-        """The trackers' end of the run (`finished`: it trained to the end)."""
+    def close(self, status):
+        """The trackers' end of the run: `status` is MLflow's word for it
+        (FINISHED, KILLED by Ctrl-C, or FAILED)."""
         for tracker in self.trackers:
-            tracker.close(finished)
+            tracker.close(status)
 
 
 def write_lr_find(csv_path, png_path, stage, result):
     """Stage `stage`'s LR range test `result` into the CSV `csv_path` (in
     place of that stage's earlier rows), and the PNG `png_path` drawn
     again with every stage's sweep in the CSV."""
-    found = pd.read_csv(csv_path) if os.path.exists(csv_path) else pd.DataFrame(columns=LR_FIND_COLUMNS)
+    found = (pd.read_csv(csv_path, dtype={"stage": str, "rule": str}) if os.path.exists(csv_path)
+             else pd.DataFrame(columns=LR_FIND_COLUMNS))
     rows = result.history.assign(stage=stage, rule=result.rule)[LR_FIND_COLUMNS]
     found = pd.concat([found[found["stage"] != stage], rows]) if len(found) else rows
     write_atomically(csv_path, lambda temporary: found.to_csv(temporary, index=False))
@@ -138,9 +140,10 @@ class TensorBoardLog:
 
     def lr_found(self, stage, result):
         with self.train.as_default():
-            self._tf.summary.text("lr_finder", f"stage '{stage}': {_found(result)}; {result.stop_reason}", step=0)
+            self._tf.summary.text("lr_finder", f"stage '{stage}': {_found(result)}; {result.stop_reason}",
+                                  step=self.stage_names.index(stage))
 
-    def close(self, finished):
+    def close(self, status):
         self.train.close()
         self.validation.close()
 
@@ -169,8 +172,11 @@ class MLflowLog:
             experiment_id = self.client.create_experiment(spec_json["name"], artifact_location=artifacts)
         else:
             experiment_id = experiment.experiment_id
-        previous = self.client.search_runs([experiment_id], f"tags.run_dir = '{self.run_dir}'",
-                                           order_by=["attributes.start_time DESC"], max_results=1)
+        quote = "'" if "'" not in self.run_dir else '"'
+        previous = [run for run in self.client.search_runs(
+                        [experiment_id], f"tags.run_dir = {quote}{self.run_dir}{quote}",
+                        order_by=["attributes.start_time DESC"], max_results=1)
+                    if run.data.tags.get("run_dir") == self.run_dir]  # (a path with both quotes matches none)
         if resumed and previous:
             self.run_id = previous[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
@@ -189,15 +195,16 @@ class MLflowLog:
         for column in (c for c in lr_rows.columns if _is_lr(c)):
             metrics += [Metric(column, float(value), now, int(iteration))
                         for iteration, value in zip(lr_rows["iteration"], lr_rows[column]) if pd.notna(value)]
-        for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
-            self.client.log_batch(self.run_id, metrics=metrics[start:start + 1000])
+        self.client.log_batch(self.run_id, metrics=metrics)  # split to MLflow's limit by its client
 
     def lr_found(self, stage, result):
         from mlflow.entities import Param
 
-        self.client.log_batch(self.run_id, params=[Param(f"{stage}.lr_finder", _found(result))])
+        if result.suggestions:  # a param cannot change: a sweep that found nothing may run again
+            lr = f"{result.suggestions[result.rule]:.6g}"
+            self.client.log_batch(self.run_id, params=[Param(f"{stage}.base_lr_found", lr)])
 
-    def close(self, finished):
+    def close(self, status):
         for name in sorted(os.listdir(self.run_dir)):
             path = os.path.join(self.run_dir, name)
             if name == "checkpoint" or name.startswith("."):
@@ -206,7 +213,7 @@ class MLflowLog:
                 self.client.log_artifacts(self.run_id, path, artifact_path=name)
             else:
                 self.client.log_artifact(self.run_id, path)
-        self.client.set_terminated(self.run_id, "FINISHED" if finished else "KILLED")
+        self.client.set_terminated(self.run_id, status)
 
 
 def _found(result):
@@ -301,7 +308,8 @@ def plot_lr_find(found, path):
 
 def plot_runs(run_dirs, path):
     """The curves of several run folders in one PNG `path`, to compare
-    them: loss, accuracy (validation solid, train dashed) and the base LR."""
+    them: loss, accuracy (validation solid, train dashed) and the base LR,
+    each run named by its folder as given."""
     from matplotlib.figure import Figure
 
     runs = {}
@@ -309,7 +317,7 @@ def plot_runs(run_dirs, path):
         csv = os.path.join(run_dir, "history.csv")
         if not os.path.isfile(csv):
             raise FileNotFoundError(f"{run_dir} has no history.csv: not a zoo run folder, or no epoch finished yet")
-        runs[os.path.basename(os.path.normpath(run_dir))] = (pd.read_csv(csv), _read_csv(
+        runs[os.path.normpath(run_dir)] = (pd.read_csv(csv), _read_csv(
             os.path.join(run_dir, "lr_per_step.csv"), ["iteration", "lr"]))
     metrics = [m for m in ("loss", "accuracy") if any(m in history for history, _ in runs.values())]
     figure = Figure(figsize=(6 * (len(metrics) + 1), 4.5))

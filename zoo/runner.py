@@ -11,10 +11,9 @@ from callbacks import BestWeights, DivergenceGuard, PlateauDecay, find_lr, lr_pe
 from zoo.backbones import build_trunk
 from zoo.data import load_data
 from zoo.datasets import DIGITS_SIZE
-from zoo.errors import SpecError, first_line
+from zoo.errors import SpecError, first_line, json_path
 from zoo.model import HEAD_PREFIX, build_network, compile_stage, configure_layers, selected_layers
 from zoo.reports import lr_column
-from zoo.errors import json_path
 from zoo.sections import AUTO, Stage, to_dict, with_base_lr
 from zoo.spec import crop_errors
 

@@ -178,6 +178,8 @@ def _described(errors):
         branch = _fitting_branch(error) if error.validator in ("oneOf", "anyOf") else None
         if branch:  # say what is wrong with the value, not that no alternative took it
             described += _described(branch)
+        elif error.validator in ("oneOf", "anyOf") and isinstance(error.instance, str):
+            described.append((path, _no_alternative(error)))
         elif error.validator == "additionalProperties":
             allowed = sorted(error.schema.get("properties", {}))
             for key in sorted(set(error.instance) - set(allowed)):
@@ -204,6 +206,20 @@ def _fitting_branch(error):
                if not any(sub.validator in ("type", "const", "enum") and sub.absolute_path == error.absolute_path
                           for sub in subs)]
     return fitting[0] if len(fitting) == 1 else None
+
+
+def _no_alternative(error):
+    """A string that no alternative of a `oneOf`/`anyOf` takes: the strings
+    they allow, the closest one, and the other kinds of value."""
+    allowed, kinds = [], []
+    for branch in error.validator_value:
+        allowed += [str(v) for v in branch.get("enum", [])] + ([str(branch["const"])] if "const" in branch else [])
+        if branch.get("type") not in (None, "string"):
+            kinds.append(f"an {branch['type']}" if branch["type"][0] in "aeiou" else f"a {branch['type']}")
+    close = difflib.get_close_matches(error.instance, allowed, n=1) or difflib.get_close_matches(
+        error.instance.lower(), allowed, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{error.instance!r} is not one of {allowed}" + "".join(f" nor {kind}" for kind in kinds) + hint
 
 
 def _unknown_key_hint(key, path, allowed):

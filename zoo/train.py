@@ -13,8 +13,8 @@ import pandas as pd
 from callbacks._files import leftovers, remove, write_atomically, write_folder_atomically
 from zoo.checkpoint import Checkpoint
 from zoo.data import scale_and_offset, summary_of_skipped
+from zoo.lr_policies import LR_FINDER_RULES
 from zoo.model import portable
-from callbacks.lr_finder import RULES
 from zoo.reports import TENSORBOARD_DIR, MLflowLog, RunLog, TensorBoardLog, write_lr_find
 from zoo.runner import Runner, lr_columns, stage_path
 from zoo.sections import AUTO, differences, resolve_auto, to_dict
@@ -43,7 +43,9 @@ class TrainResult:
     Attributes:
         history: DataFrame, one row per epoch: epoch, stage, the logged
             metrics and `lr`.
-        lr_per_step: DataFrame with `stage`, `iteration` and `lr` for every step.
+        lr_per_step: DataFrame, one row per step: `stage`, `iteration`
+            (counted across stages), `stage_iteration`, `lr` and the
+            effective LR of every `lr_mult` group (`lr_x10`, ...).
         best_epoch: 0-based epoch (over all stages) with the best `monitor`.
         monitor: The metric that picked it; `best` its value.
         model: The trained Keras model, holding the best epoch's weights.
@@ -156,7 +158,7 @@ def lr_find(spec, stage=0, out_dir=None, verbose=1, unsafe=False):
         print(f"Stage {stage + 1}/{len(spec.stages)} '{spec.stages[stage].name}': {result.stop_reason}.")
         for rule, lr in result.suggestions.items():
             chosen = "  <- lr_finder.rule" if rule == result.rule else ""
-            print(f"  {rule:<8} {lr:<10.3g} {RULES[rule]}{chosen}")
+            print(f"  {rule:<8} {lr:<10.3g} {LR_FINDER_RULES[rule]}{chosen}")
         print(f"Written: {paths['lr_find.csv']}, {paths['lr_find.png']}")
     return result
 
@@ -242,25 +244,32 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
         if verbose and runner.data.skipped:
             print(f"{summary_of_skipped(runner.data.skipped)} (all in {paths['skipped_files.csv']})")
         if verbose:
-            runner.enter_stage(state["stage"] if state else 0)  # the summary counts what trains first
+            # The summary counts what trains in the stage that starts.
+            runner.enter_stage(min(state["stage"] + state["stage_ended"], len(spec.stages) - 1) if state else 0)
             model.summary(line_length=100)
             if runner.no_preset:
                 print(f"No KerasHub preset folder will be written: {runner.no_preset}; model.keras will hold "
                       "the network.")
         log.trackers = _trackers(spec, run_dir, resumed=state is not None)
-        finished = False
+        status = "FAILED"
         try:
             try:
-                with naming(source):  # a stage's "auto" base_lr that finds nothing
-                    outcome = runner.run(resume=state, callbacks=callbacks, verbose=verbose)
+                outcome = runner.run(resume=state, callbacks=callbacks, verbose=verbose)
+            except SpecError as error:  # a stage's "auto" base_lr that found no LR
+                raise SpecError([(where, f"{message} Then continue with --resume (resume=True): the "
+                                         "finished epochs are kept.") for where, message in error.errors],
+                                source if isinstance(source, (str, os.PathLike)) else None) from None
             finally:
                 log.plot()  # also after Ctrl-C or a crash: the plots of the finished epochs
             write_atomically(paths["model.keras"], portable(model).save)
             _write_preset(runner, paths["preset"])
             checkpoint.update(finished=True)
-            finished = True
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
         finally:
-            log.close(finished)
+            log.close(status)
     diverged = outcome.diverged and _divergence_message(runner.spec, outcome, paths)
     if verbose:
         if diverged:
@@ -315,6 +324,15 @@ def _divergence_message(spec, outcome, paths):
             f"{kept}")
 
 
+def _with_unfinished_sweeps(recorded, given):
+    """`recorded` (a run's spec.json) with the `lr_finder` of `given` in
+    each stage whose "auto" base_lr it has not found: a sweep that found
+    nothing may be widened, and the run resumed."""
+    stages = [dataclasses.replace(done, solver=dataclasses.replace(done.solver, lr_finder=stage.solver.lr_finder))
+              if done.solver.base_lr == AUTO else done for done, stage in zip(recorded.stages, given.stages)]
+    return dataclasses.replace(recorded, stages=tuple(stages) + recorded.stages[len(stages):])
+
+
 class _RunLock:
     """An exclusive lock on the run folder (created if needed) while a run
     trains in it: a second `train` of the same folder is refused."""
@@ -364,7 +382,8 @@ def _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite):
         raise RunError(f"{run_dir} already holds a run. Continue it with --resume "
                        "(resume=True), or start it again with --overwrite (overwrite=True).")
     recorded = load_spec(paths["spec.json"])
-    changed = differences(to_dict(recorded), to_dict(resolve_auto(spec, recorded)))
+    given = resolve_auto(spec, recorded)
+    changed = differences(to_dict(_with_unfinished_sweeps(recorded, given)), to_dict(given))
     if changed:
         raise RunError(f"Cannot resume {run_dir}: the spec differs from its spec.json at "
                        f"{', '.join(changed)}. Resume with the same spec, or start again with --overwrite.")

@@ -12,7 +12,7 @@ import pandas as pd
 from callbacks._files import write_atomically
 from zoo.runner import Runner
 from zoo.search_space import declare, flat, refined_space, trial_spec, with_defaults
-from zoo.sections import spec_from_json
+from zoo.sections import AUTO, spec_from_json, with_base_lr
 from zoo.spec import SpecError, naming, validated_json
 from zoo.train import write_json
 
@@ -23,6 +23,8 @@ TUNERS = {
     "grid": kt.GridSearch,
 }
 DIVERGED = "diverged: "
+# The metric (and trials.csv column) of the LR that a first stage's base_lr "auto" found.
+FOUND_LR = "base_lr_found"
 
 
 class TuneError(RuntimeError):
@@ -56,6 +58,7 @@ class SpecHyperModel(kt.HyperModel):
         self.spec_json = spec_json
         self.search = search
         self.unsafe = unsafe
+        self.oracle = None  # the tuner's, set by `make_tuner`: a Hyperband trial reads its parent's LR
         self._builds = {}  # trial values -> builds so far, to number a trial's executions
 
     def build(self, hp):
@@ -68,6 +71,7 @@ class SpecHyperModel(kt.HyperModel):
         execution = self._builds.get(values, 0)
         self._builds[values] = execution + 1
         spec = dataclasses.replace(spec, seed=spec.seed + execution % self.search.executions_per_trial)
+        self._auto = spec.stages[0].solver.base_lr == AUTO
         self._runner = Runner(spec, divergence_factor=self.search.divergence_factor, unsafe=self.unsafe)
         return self._runner.build()
 
@@ -75,12 +79,18 @@ class SpecHyperModel(kt.HyperModel):
         """Train every stage of the trial's spec; Hyperband's `epochs` budget
         (single-stage specs only) replaces the spec's epochs."""
         initial_epoch = kwargs.get("initial_epoch", 0)
+        runner = self._runner
         # The classic rule compares with a fresh classifier's loss, ln(classes);
         # a Hyperband trial resuming from trained weights starts far below it.
-        baseline = math.log(self._runner.spec.head.classes) if initial_epoch else None
-        outcome = self._runner.run(callbacks=list(callbacks), epochs=kwargs.get("epochs"),
-                                   initial_epoch=initial_epoch, baseline=baseline,
-                                   verbose=kwargs.get("verbose", 1))
+        baseline = math.log(runner.spec.head.classes) if initial_epoch else None
+        parent = hp.values.get("tuner/trial_id")
+        if initial_epoch and parent is not None and runner.spec.stages[0].solver.base_lr == AUTO:
+            # It goes on from its parent's weights: at its parent's LR, not at one found anew.
+            runner.spec = with_base_lr(runner.spec, 0, self.oracle.get_trial(parent).metrics.get_last_value(
+                FOUND_LR))
+            runner.enter_stage(0)
+        outcome = runner.run(callbacks=list(callbacks), epochs=kwargs.get("epochs"), initial_epoch=initial_epoch,
+                             baseline=baseline, verbose=kwargs.get("verbose", 1))
         if outcome.diverged:
             raise kt.errors.FailedTrialError(DIVERGED + outcome.diverged)
         history = keras.callbacks.History()
@@ -88,13 +98,17 @@ class SpecHyperModel(kt.HyperModel):
             for key, value in row.items():
                 if key not in ("epoch", "stage"):
                     history.history.setdefault(key, []).append(value)
+        if self._auto:
+            # The LR an "auto" first stage trained at, kept with the trial (trials.csv).
+            history.history[FOUND_LR] = [runner.spec.stages[0].solver.base_lr] * len(outcome.history)
         return history
 
 
 def make_tuner(spec_json, search, directory, project_name, unsafe=False):
     """The keras-tuner tuner of a `Search` section."""
+    hypermodel = SpecHyperModel(spec_json, search, unsafe)
     common = dict(
-        hypermodel=SpecHyperModel(spec_json, search, unsafe),
+        hypermodel=hypermodel,
         objective=kt.Objective(search.objective, search.goal),
         executions_per_trial=search.executions_per_trial,
         # keras-tuner reads 0 as "no seed" (a fresh random one): shift by one.
@@ -106,13 +120,17 @@ def make_tuner(spec_json, search, directory, project_name, unsafe=False):
         max_consecutive_failed_trials=search.max_trials + 1,
     )
     if search.tuner == "hyperband":
-        return kt.Hyperband(max_epochs=search.max_epochs, factor=search.factor, **common)
-    return TUNERS[search.tuner](max_trials=search.max_trials, **common)
+        tuner = kt.Hyperband(max_epochs=search.max_epochs, factor=search.factor, **common)
+    else:
+        tuner = TUNERS[search.tuner](max_trials=search.max_trials, **common)
+    hypermodel.oracle = tuner.oracle
+    return tuner
 
 
 def trials_table(tuner, spec_json):
     """Every trial of `tuner` as a DataFrame; `epochs` is what the trial
-    trained (Hyperband: its budget less the epochs it resumed from)."""
+    trained (Hyperband: its budget less the epochs it resumed from), and
+    `base_lr_found` the LR a first stage's base_lr "auto" found."""
     rows = []
     for trial in tuner.oracle.trials.values():
         message = (trial.message or "").strip().splitlines()
@@ -127,6 +145,8 @@ def trials_table(tuner, spec_json):
             stages = spec_from_json(trial_spec(spec_json, trial.hyperparameters)).stages
             epochs = sum(stage.solver.epochs or 0 for stage in stages) or None
         values = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+        if trial.metrics.exists(FOUND_LR):
+            values[FOUND_LR] = trial.metrics.get_last_value(FOUND_LR)
         rows.append({"trial_id": trial.trial_id, "status": status, "score": trial.score,
                      "epochs": epochs, **values, "message": message})
     table = pd.DataFrame(rows)

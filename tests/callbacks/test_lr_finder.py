@@ -5,7 +5,8 @@ import pytest
 from keras import ops
 
 from callbacks import LRFinder, find_lr
-from callbacks.lr_finder import RULES, suggest_lrs
+from callbacks.lr_finder import suggest_lrs
+from zoo.lr_policies import LR_FINDER_RULES as RULES
 from tests.callbacks.helpers import mlp
 
 
@@ -150,3 +151,13 @@ def test_get_config_round_trips():
     rebuilt = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(finder))
     assert rebuilt.get_config() == finder.get_config()
     assert rebuilt.lr_at(49) == pytest.approx(1.0)
+
+
+def test_a_sweep_whose_first_step_fails_says_so(digits):
+    model = mlp(keras.optimizers.SGD())
+    model.compile(optimizer=keras.optimizers.SGD(), loss=lambda y, p: ops.mean(p) * np.nan)  # every loss NaN
+    result = find_lr(model, digits[0], digits[1], batch_size=64, num_steps=10, verbose=0)
+    assert result.history.empty and result.suggestions == {}
+    assert result.stop_reason == "loss became nan at step 0"
+    with pytest.raises(ValueError, match=r"recorded no step \(loss became nan at step 0\)"):
+        result.suggested_lr

@@ -27,7 +27,11 @@ def test_log_lines_below_the_level_are_dropped_and_the_rest_kept(capfd, level, k
 
 @pytest.fixture
 def loggers():
+    """The two loggers as a fresh process has them (an earlier in-process
+    `zoo` command may have quietened them), restored afterwards."""
     levels = {name: logging.getLogger(name).level for name in ("tensorflow", "absl")}
+    for name in levels:
+        logging.getLogger(name).setLevel(logging.NOTSET)
     yield
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)

@@ -3,17 +3,19 @@ lr_mult group, TensorBoard event files, `zoo plot`."""
 
 import glob
 import json
+import re
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from callbacks.lr_finder import RULES, suggest_lrs
+from callbacks.lr_finder import suggest_lrs
+from zoo.lr_policies import LR_FINDER_RULES as RULES
 from zoo.cli import main
 from zoo.runner import Runner
 from zoo.spec import SpecError, load_spec
-from zoo.train import train
+from zoo.train import RunError, train
 from tests.zoo.conftest import stop_after_one_epoch, write_spec
 
 
@@ -90,14 +92,37 @@ def test_auto_finds_each_stage_lr_records_it_and_reports_every_lr_mult_group(tmp
 
 
 def test_the_range_test_leaves_the_model_and_optimizer_as_they_were():
-    runner = Runner(load_spec(auto_spec()))
+    from callbacks._training_state import seed_states
+
+    spec = auto_spec()
+    spec["head"]["dropout"] = 0.5  # a seed generator whose state the sweep moves
+    runner = Runner(load_spec(spec))
     model = runner.build()
-    before = [w.numpy().copy() for w in model.weights]
-    runner.find_base_lr(0, verbose=0)
-    for weight, value in zip(model.weights, before):
-        np.testing.assert_array_equal(weight.numpy(), value)
-    assert int(model.optimizer.iterations.numpy()) == 0
-    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(runner.spec.stages[0].solver.base_lr)
+    model.fit(runner.data.train(64, 0, 1), steps_per_epoch=3, epochs=1, verbose=0)  # some optimizer state
+    state = [*model.weights, *seed_states(model), *model.optimizer.variables]
+    before = [np.array(v.numpy()) for v in state]
+    assert seed_states(model) and int(model.optimizer.iterations.numpy()) == 3
+
+    result = runner.lr_range_test(0)
+
+    assert len(result.history) == 30
+    for variable, value in zip(state, before):
+        np.testing.assert_array_equal(variable.numpy(), value)
+
+
+def test_the_spec_json_of_an_auto_run_trains_the_same_run_again(tmp_path):
+    spec = auto_spec()
+    del spec["stages"]
+    spec.update(deterministic=True, seed=4)
+    spec["head"]["dropout"] = 0.5
+    first = train(spec, run_dir=tmp_path / "auto", verbose=0)
+    again = train(tmp_path / "auto" / "spec.json", run_dir=tmp_path / "again", verbose=0)
+
+    assert again.spec.stages[0].solver.base_lr == first.spec.stages[0].solver.base_lr
+    assert not (tmp_path / "again" / "lr_find.csv").exists()  # no search
+    pd.testing.assert_frame_equal(again.history, first.history)
+    for a, b in zip(again.model.weights, first.model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_a_resumed_run_does_not_search_again(tmp_path, monkeypatch):
@@ -120,17 +145,46 @@ def test_a_resumed_run_does_not_search_again(tmp_path, monkeypatch):
     assert result.lr_per_step["iteration"].tolist() == list(range(len(result.lr_per_step)))
 
 
-def test_no_lr_that_lowers_the_loss_is_a_clear_error_with_the_sweep_kept(tmp_path):
+def test_no_lr_that_lowers_the_loss_is_a_clear_error_and_a_wider_sweep_resumes(tmp_path):
     spec = auto_spec()
     spec["solver"]["lr_finder"] = {"min_lr": 1e-12, "max_lr": 1e-11, "num_steps": 20}
     path = write_spec(tmp_path, spec)
     with pytest.raises(SpecError) as error:
         train(path, run_dir=tmp_path / "run", verbose=0)
     assert error.value.errors[0][0] == "$.stages[0].solver.base_lr"
-    assert "No learning rate from 1e-12 to 1e-11 lowered the loss" in str(error.value)
-    assert "$.stages[0].solver.lr_finder" in str(error.value) and str(path) in str(error.value)
+    message = str(error.value)
+    assert "No learning rate from 1e-12 to 1e-11 lowered the loss" in message
+    assert "$.stages[0].solver.lr_finder" in message and str(path) in message and "--resume" in message
     assert len(pd.read_csv(tmp_path / "run" / "lr_find.csv")) == 20
     assert not (tmp_path / "run" / "history.csv").exists()
+
+    # The sweep widened (a spec that differs from spec.json only there), the run resumes.
+    spec["solver"]["lr_finder"] = {"min_lr": 1e-5, "max_lr": 10, "num_steps": 30}
+    result = train(write_spec(tmp_path, spec), run_dir=tmp_path / "run", resume=True, verbose=0)
+    assert result.history["stage"].tolist() == ["first", "second", "second"]
+    assert all(isinstance(stage.solver.base_lr, float) for stage in result.spec.stages)
+    # Any other change is still refused.
+    spec["head"]["dropout"] = 0.3
+    with pytest.raises(RunError, match=r"differs from its spec.json at \$.head.dropout"):
+        train(write_spec(tmp_path, spec), run_dir=tmp_path / "run", resume=True, verbose=0)
+
+
+def test_auto_under_mixed_precision_and_the_summary_counts_what_trains(tmp_path, capsys):
+    spec = auto_spec()
+    del spec["stages"]
+    spec["mixed_precision"] = True
+    spec["frozen"] = [{"up_to": "relu1"}]
+    result = train(spec, run_dir=tmp_path / "run", verbose=1)
+    out = capsys.readouterr().out
+
+    assert 1e-5 < result.spec.stages[0].solver.base_lr < 10
+    sweep = pd.read_csv(tmp_path / "run" / "lr_find.csv")
+    assert sweep["lr"].is_monotonic_increasing and sweep["lr"].iloc[0] == pytest.approx(1e-5)
+    summary = int(re.search(r"Trainable params: ([\d,]+)", out).group(1).replace(",", ""))
+    table = int(re.search(r"Trainable parameters: ([\d,]+) of", out).group(1).replace(",", ""))
+    layers = result.model.layers
+    after_frozen = layers[layers.index(result.model.get_layer("relu1")) + 1:]
+    assert summary == table == sum(int(np.prod(w.shape)) for layer in after_frozen for w in layer.trainable_weights)
 
 
 @pytest.mark.parametrize("solver, path, message", [
@@ -161,12 +215,16 @@ def test_zoo_lr_find_prints_every_rule_and_writes_the_sweep_without_training(tmp
     assert "no stage 3" in capsys.readouterr().err
 
 
-def test_zoo_plot_compares_runs_in_one_png(tmp_path, capsys):
+def test_zoo_plot_compares_runs_in_one_png_and_tracking_none_writes_no_events(tmp_path, capsys):
     spec = auto_spec()
-    del spec["stages"]
+    del spec["stages"], spec["slow"]
     spec["solver"] = {"base_lr": 0.05, "epochs": 1, "batch_size": 64}
-    for name in ("a", "b"):
-        train(spec, run_dir=tmp_path / name, verbose=0)
+    first = train(spec, run_dir=tmp_path / "a", verbose=0)
+    second = train({**spec, "tracking": "none"}, run_dir=tmp_path / "b", verbose=0)
+    # No slow groups: the base LR alone.
+    assert list(first.lr_per_step.columns) == ["stage", "iteration", "stage_iteration", "lr"]
+    assert events(tmp_path / "a" / "tensorboard" / "train")["lr"] == first.lr_per_step["iteration"].tolist()
+    assert not (tmp_path / "b" / "tensorboard").exists() and len(second.history) == 1
     out = tmp_path / "compare.png"
     assert main(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
@@ -234,3 +292,42 @@ def test_mlflow_tracking_without_mlflow_installed_is_an_error_before_training(tm
     with pytest.raises(SpecError, match=r'\$.tracking: "mlflow" needs MLflow: pip install'):
         train(write_spec(tmp_path, spec), run_dir=tmp_path / "run", verbose=0)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_hyperband_trial_that_goes_on_from_another_keeps_its_lr(tmp_path, monkeypatch):
+    from zoo.tune import tune
+
+    spec = auto_spec()
+    del spec["stages"]
+    spec["search"] = {"tuner": "hyperband", "max_epochs": 2, "factor": 2, "seed": 2, "space": {
+        "head.dropout": {"type": "choice", "values": [0.0, 0.5]}}}
+    searched = []
+    original = Runner.lr_range_test
+    monkeypatch.setattr(Runner, "lr_range_test", lambda self, index: searched.append(index) or original(self, index))
+    result = tune(write_spec(tmp_path, spec), directory=tmp_path / "search", verbose=0)
+
+    trials = result.trials
+    assert (trials["status"] == "COMPLETED").all() and trials["base_lr_found"].notna().all()
+    continued = [t for t in result_trials(tmp_path) if "tuner/trial_id" in t["hyperparameters"]["values"]]
+    assert continued  # Hyperband went on from earlier trials ...
+    assert len(searched) == len(trials) - len(continued)  # ... without a test of their own
+    found = dict(zip(trials["trial_id"], trials["base_lr_found"]))
+    for trial in continued:
+        assert found[trial["trial_id"]] == found[trial["hyperparameters"]["values"]["tuner/trial_id"]]
+
+
+def result_trials(tmp_path):
+    """keras-tuner's trial.json files of the search in `tmp_path`."""
+    return [json.loads(open(path).read()) for path in sorted(glob.glob(f"{tmp_path}/search/search/trial_*/trial.json"))]
+
+
+@pytest.mark.parametrize("change, path, hint", [
+    (lambda s: s.update(tracking="tensorbord"), "$.tracking", "did you mean 'tensorboard'?"),
+    (lambda s: s["solver"].update(base_lr="Auto"), "$.solver.base_lr", "nor a number; did you mean 'auto'?"),
+])
+def test_a_misspelt_tracking_or_auto_names_the_closest(change, path, hint):
+    spec = auto_spec()
+    change(spec)
+    with pytest.raises(SpecError) as error:
+        load_spec(spec)
+    assert [(where, message.endswith(hint)) for where, message in error.value.errors] == [(path, True)]
