@@ -84,7 +84,7 @@ class SpecHyperModel(kt.HyperModel):
         # a Hyperband trial resuming from trained weights starts far below it.
         baseline = math.log(runner.spec.head.classes) if initial_epoch else None
         parent = hp.values.get("tuner/trial_id")
-        if initial_epoch and parent is not None and runner.spec.stages[0].solver.base_lr == AUTO:
+        if initial_epoch and parent is not None and self._auto:
             # It goes on from its parent's weights: at its parent's LR, not at one found anew.
             runner.spec = with_base_lr(runner.spec, 0, self.oracle.get_trial(parent).metrics.get_last_value(
                 FOUND_LR))
