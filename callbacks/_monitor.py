@@ -2,7 +2,7 @@
 
 import math
 
-from callbacks import _checks
+from zoo.lr_policies import number, one_of
 
 _MAXIMIZED = ("acc", "auc", "precision", "recall", "f1", "iou")
 
@@ -16,8 +16,8 @@ class Monitor:
 
     def __init__(self, monitor, mode, min_delta):
         self.monitor = monitor
-        self.mode = _checks.one_of("mode", mode, ["auto", "min", "max"])
-        self.min_delta = _checks.number("min_delta", min_delta, minimum=0, exclusive=False)
+        self.mode = one_of("mode", mode, ["auto", "min", "max"])
+        self.min_delta = number("min_delta", min_delta, minimum=0, exclusive=False)
         if mode == "auto":
             name = monitor.lower()
             mode = "max" if any(word in name for word in _MAXIMIZED) else "min"

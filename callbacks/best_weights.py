@@ -6,10 +6,10 @@ import warnings
 import keras
 from keras.saving import register_keras_serializable
 
-from callbacks import _checks
 from callbacks._files import write_atomically
 from callbacks._monitor import Monitor
 from callbacks._resumable import ResumableCallback
+from zoo.lr_policies import integer
 
 WEIGHTS_SUFFIX = ".weights.h5"
 
@@ -66,7 +66,7 @@ class BestWeights(ResumableCallback):
         self._pending_weights = None
         self._monitor = Monitor(monitor, mode, min_delta)
         self.monitor, self.mode, self.min_delta = monitor, mode, self._monitor.min_delta
-        self.patience = None if patience is None else _checks.integer("patience", patience, 1)
+        self.patience = None if patience is None else integer("patience", patience, 1)
         if filepath is not None and not str(filepath).endswith(WEIGHTS_SUFFIX):
             raise ValueError(
                 f"Argument `filepath` must end in {WEIGHTS_SUFFIX!r}. Received: filepath={filepath!r}"

@@ -4,8 +4,9 @@ import math
 
 from keras.saving import register_keras_serializable
 
-from callbacks import _checks, _training_state
+from callbacks import _training_state
 from callbacks._resumable import ResumableCallback
+from zoo.lr_policies import number
 
 
 @register_keras_serializable(package="zoo")
@@ -52,8 +53,8 @@ class DivergenceGuard(ResumableCallback):
     STATE = ("reference_loss",)
 
     def __init__(self, factor=3.0, baseline=None, verbose=1):
-        self.factor = _checks.number("factor", factor, minimum=1)
-        self.baseline = None if baseline is None else _checks.number("baseline", baseline, minimum=0)
+        self.factor = number("factor", factor, minimum=1)
+        self.baseline = None if baseline is None else number("baseline", baseline, minimum=0)
         self.verbose = verbose
         super().__init__()
 

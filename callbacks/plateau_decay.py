@@ -3,9 +3,10 @@
 import numpy as np
 from keras.saving import register_keras_serializable
 
-from callbacks import _checks, _lr_control
+from callbacks import _lr_control
 from callbacks._monitor import Monitor
 from callbacks._resumable import ResumableCallback
+from zoo.lr_policies import integer, number
 
 
 @register_keras_serializable(package="zoo")
@@ -69,12 +70,12 @@ class PlateauDecay(ResumableCallback):
         super().__init__()
         self._monitor = Monitor(monitor, mode, min_delta)
         self.monitor, self.mode, self.min_delta = monitor, mode, self._monitor.min_delta
-        self.factor = _checks.number("factor", factor, minimum=0)
+        self.factor = number("factor", factor, minimum=0)
         if self.factor >= 1.0:
             raise ValueError(f"Argument `factor` must be < 1. Received: factor={factor!r}")
-        self.patience = _checks.integer("patience", patience, 0)
-        self.cooldown = _checks.integer("cooldown", cooldown, 0)
-        self.min_lr = _checks.number("min_lr", min_lr, minimum=0, exclusive=False)
+        self.patience = integer("patience", patience, 0)
+        self.cooldown = integer("cooldown", cooldown, 0)
+        self.min_lr = number("min_lr", min_lr, minimum=0, exclusive=False)
         self.verbose = verbose
 
     def _reset(self):

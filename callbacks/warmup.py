@@ -8,10 +8,9 @@ from keras.saving import (
     serialize_keras_object,
 )
 
-from callbacks import _checks
 from callbacks._lr_control import evaluate_lr
 from callbacks.base import LRScheduleCallback
-from zoo.lr_policies import warmup_arguments
+from zoo.lr_policies import number, warmup_arguments
 
 
 @register_keras_serializable(package="zoo")
@@ -46,7 +45,7 @@ class Warmup(LRScheduleCallback):
     def __init__(self, schedule, warmup_steps, start_lr=0.0):
         super().__init__()
         if not isinstance(schedule, LearningRateSchedule):
-            schedule = _checks.number("schedule", schedule, minimum=0)
+            schedule = number("schedule", schedule, minimum=0)
         self.schedule = schedule
         # The checks the spec loader runs too, without Keras.
         for name, value in warmup_arguments(warmup_steps, start_lr=start_lr).items():

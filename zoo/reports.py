@@ -139,8 +139,10 @@ class TensorBoardLog:
         self.validation.flush()
 
     def lr_found(self, stage, result):
+        lr = result.suggestions.get(result.rule)
+        found = "no LR lowered the loss" if lr is None else f"base_lr {lr:.4g} ({result.rule})"
         with self.train.as_default():
-            self._tf.summary.text("lr_finder", f"stage '{stage}': {_found(result)}; {result.stop_reason}",
+            self._tf.summary.text("lr_finder", f"stage '{stage}': {found}; {result.stop_reason}",
                                   step=self.stage_names.index(stage))
 
     def close(self, status):
@@ -214,11 +216,6 @@ class MLflowLog:
             else:
                 self.client.log_artifact(self.run_id, path)
         self.client.set_terminated(self.run_id, status)
-
-
-def _found(result):
-    lr = result.suggestions.get(result.rule)
-    return "no LR lowered the loss" if lr is None else f"base_lr {lr:.4g} ({result.rule})"
 
 
 def _params(spec_json):

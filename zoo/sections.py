@@ -260,11 +260,17 @@ def spec_from_json(raw):
             "name": stage.get("name", f"stage{index + 1}"),
             "frozen": stage.get("frozen", top["frozen"]),
             "slow": stage.get("slow", top["slow"]),
-            "solver": {**solver, **stage.get("solver", {})},
+            "solver": stage_solver(solver, stage.get("solver", {})),
         }
         for index, stage in enumerate(stages)
     ]
     return from_dict(Spec, raw)
+
+
+def stage_solver(top, own):
+    """A stage's JSON solver: the top-level `solver` with the stage's own
+    fields on top (each replaces the top-level field whole)."""
+    return {**top, **own}
 
 
 def with_base_lr(spec, index, base_lr):

@@ -23,7 +23,7 @@ from zoo import search_space
 from zoo import backbones
 from zoo.errors import SpecError, json_path
 from zoo.lr_policies import lr_finder_arguments
-from zoo.sections import AUTO, Solver, Spec, from_dict, spec_from_json, to_dict
+from zoo.sections import AUTO, Solver, Spec, from_dict, spec_from_json, stage_solver, to_dict
 from zoo.solver import CYCLIC_MODES, check_schedule
 
 SELECTOR_KEYS = ("match", "regex", "up_to", "indices")
@@ -286,7 +286,7 @@ def _checked(spec, invalid, path, default=None):
 
 def _stage_solvers(spec, invalid=()):
     """`(path, Solver)` of each stage, resolved as `spec_from_json` resolves
-    it: the top-level `solver` with the stage's own fields on top. The
+    it (`stage_solver`). The
     Solver is None where one of those did not pass the schema (`invalid`,
     as for `_checked`); the list is empty when `stages` is not a list."""
     top = _checked(spec, invalid, ("solver",), default={})
@@ -297,7 +297,7 @@ def _stage_solvers(spec, invalid=()):
     for index in range(len(stages) or 1):
         own = _checked(spec, invalid, ("stages", index, "solver"), default={}) if stages else {}
         where = ["stages", index, "solver"] if stages else ["solver"]
-        solvers.append((where, None if top is None or own is None else from_dict(Solver, {**top, **own})))
+        solvers.append((where, None if top is None or own is None else from_dict(Solver, stage_solver(top, own))))
     return solvers
 
 

@@ -204,7 +204,8 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
     paths = {name: os.path.join(run_dir, name) for name in RUN_FILES}
     checkpoint = Checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
     if "mlflow" in spec.tracking:
-        _check_mlflow(source)
+        with naming(source):
+            _check_mlflow()
     # Checked before the (slow) build, so that a refusal comes at once ...
     if os.path.isdir(run_dir):
         with _RunLock(run_dir):
@@ -254,11 +255,12 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
         status = "FAILED"
         try:
             try:
-                outcome = runner.run(resume=state, callbacks=callbacks, verbose=verbose)
+                with naming(source):
+                    outcome = runner.run(resume=state, callbacks=callbacks, verbose=verbose)
             except SpecError as error:  # a stage's "auto" base_lr that found no LR
                 raise SpecError([(where, f"{message} Then continue with --resume (resume=True): the "
                                          "finished epochs are kept.") for where, message in error.errors],
-                                source if isinstance(source, (str, os.PathLike)) else None) from None
+                                error.source) from None
             finally:
                 log.plot()  # also after Ctrl-C or a crash: the plots of the finished epochs
             write_atomically(paths["model.keras"], portable(model).save)
@@ -291,13 +293,12 @@ def _trackers(spec, run_dir, resumed):
     return trackers
 
 
-def _check_mlflow(source):
+def _check_mlflow():
     try:
         import mlflow  # noqa: F401
     except ImportError:
         raise SpecError([("$.tracking", "\"mlflow\" needs MLflow: pip install \"keras-zoo[mlflow]\" "
-                                        "(from a clone: pip install -e \".[mlflow]\")")],
-                        os.fspath(source) if isinstance(source, (str, os.PathLike)) else None) from None
+                                        "(from a clone: pip install -e \".[mlflow]\")")]) from None
 
 
 def _write_preset(runner, folder):

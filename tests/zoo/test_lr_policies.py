@@ -7,19 +7,13 @@ import sys
 
 import pytest
 
-from zoo import lr_policies
-from callbacks import _checks, caffe_lr, cyclic_lr
+from callbacks import caffe_lr, cyclic_lr
 from zoo.lr_policies import CAFFE_POLICIES, CYCLIC_MODES, caffe_arguments, cyclic_arguments, warmup_arguments
 
 
 def test_each_policy_has_a_formula():
     assert list(caffe_lr.POLICIES) == list(CAFFE_POLICIES)
     assert list(cyclic_lr.MODES) == list(CYCLIC_MODES)
-
-
-def test_the_callbacks_checks_are_these():
-    assert (_checks.number, _checks.integer, _checks.one_of) == (
-        lr_policies.number, lr_policies.integer, lr_policies.one_of)
 
 
 def test_it_imports_no_keras():
