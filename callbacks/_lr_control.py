@@ -1,13 +1,35 @@
 """The one place where zoo callbacks take over an optimizer's learning rate.
 
 During a `fit`, the optimizer's learning rate is replaced by a `ControlledLR`:
-a schedule of the optimizer iteration (set by at most one LR callback, else the
-optimizer's own learning rate) times a scale (lowered by `PlateauDecay`). The
-train function is rebuilt so that the LR is computed in-graph from
-`optimizer.iterations` at every optimizer step, also inside
-`steps_per_execution` loops and XLA. At the end of `fit` the optimizer gets its
-own learning rate back, so a saved model loads without this package.
+
+```
+lr(iteration) = level * shape(iteration)
+level = base_lr * scale     # the schedule's base_lr (else the optimizer's own LR) times PlateauDecay's scale
+shape = the relative schedule of at most one LR callback (1 without one)
+```
+
+computed in-graph from `optimizer.iterations` at every optimizer step, also
+inside `steps_per_execution` loops and XLA.
+
+Compiled once. When the optimizer has a learning-rate variable (it was built
+with a float, the usual case), `level` lives in that variable. It is state of
+the compiled train step on every backend (a jitted JAX step has no other state
+than the model's and optimizer's variables), so a new `base_lr`, a plateau cut
+or a resumed scale never recompiles. The shape is compiled in: a model keeps the
+train function compiled for each shape it has run since its last `compile()`
+(keyed by the schedule's `_shape_key()`), and a `fit` with a shape seen before
+reuses it. Only a new shape (another policy, `gamma`, `stepsize`, ...) traces,
+once. An optimizer built with a schedule has no such variable: its train
+function is rebuilt at every `fit` (on JAX also at every plateau cut).
+
+At the end of `fit` the optimizer gets its own learning rate back, so a saved
+model loads without this package. During the fit its learning-rate variable
+holds the level, as with Keras's `ReduceLROnPlateau`, and so does a checkpoint
+written then.
 """
+
+import functools
+import weakref
 
 import numpy as np
 from keras import ops
@@ -18,6 +40,14 @@ from keras.saving import (
     register_keras_serializable,
     serialize_keras_object,
 )
+
+# The shape key of a fit without an LR schedule: the train function Keras builds.
+_NO_SCHEDULE = None
+# Where the function rebuilt for an optimizer without a learning-rate variable
+# is kept (never reused: the next fit rebuilds it).
+_REBUILT = ("rebuilt",)
+# model -> {shape key: train function}, since the model's last compile().
+_train_functions = weakref.WeakKeyDictionary()
 
 
 def _base_optimizer(optimizer):
@@ -38,35 +68,79 @@ def evaluate_lr(learning_rate, iteration):
 
 @register_keras_serializable(package="zoo")
 class ControlledLR(LearningRateSchedule):
-    """`schedule(iteration) * scale`, installed on an optimizer during a fit.
+    """The learning rate of a fit, installed on its optimizer by `attach`.
 
     Args:
-        original: the optimizer's own learning rate (Variable, schedule, float),
-            restored at the end of the fit and used while no schedule is set.
+        original: the optimizer's own learning rate (Variable, schedule,
+            float), restored at the end of the fit.
         fit_token: the `params` dict of the fit that installed it.
 
-    An LR callback sets `schedule`; `PlateauDecay` sets `scale`, a scalar
-    `keras.Variable`.
+    An LR callback sets `schedule` (`set_schedule`); `PlateauDecay` sets the
+    scale (`set_scale`). With a learning-rate variable (`level_variable`),
+    the step computes `level_variable * schedule's shape`; without one,
+    `schedule(iteration) * scale`, the scale a `keras.Variable` outside the
+    optimizer (not an optimizer variable: that would change the optimizer's
+    checkpoint layout for the length of the fit).
     """
 
     def __init__(self, original, fit_token):
         self.original = original
         self.fit_token = fit_token
         self.schedule = None
-        self.scale = None
+        self.scale = 1.0
+        self.level_variable = original if isinstance(original, keras.Variable) else None
+        self._own_value = None if self.level_variable is None else ops.convert_to_numpy(original)
+        self._scale_variable = None
 
     def __call__(self, step):
+        if self.level_variable is not None:
+            lr = self.level_variable.value
+            if self.schedule is not None:
+                lr = lr * self.schedule._relative_lr(ops.cast(ops.convert_to_tensor(step), "int32"))
+            return ops.cast(lr, "float32")
         base = self.original if self.schedule is None else self.schedule
         lr = ops.cast(evaluate_lr(base, step), "float32")
-        if self.scale is not None:
-            lr = lr * self.scale.value
+        if self._scale_variable is not None:
+            lr = lr * self._scale_variable.value
         return lr
+
+    @property
+    def shape_key(self):
+        """What the compiled step holds as constants: the schedule's shape."""
+        return _NO_SCHEDULE if self.schedule is None else self.schedule._shape_key()
+
+    def set_scale(self, scale):
+        """Multiply the level by `scale` from now on; True when the compiled
+        step must be rebuilt to see it (a JAX step without a level variable)."""
+        changed = scale != self.scale
+        self.scale = scale
+        if self.level_variable is not None:
+            self._update_level()
+            return False
+        if self._scale_variable is None:
+            self._scale_variable = keras.Variable(1.0, dtype="float32", trainable=False, name="lr_scale")
+        if not changed:
+            return False
+        self._scale_variable.assign(scale)
+        # A jitted JAX step holds variables outside the model's and optimizer's
+        # state as constants.
+        return keras.backend.backend() == "jax"
+
+    def _update_level(self):
+        base = self._own_value if self.schedule is None else self.schedule._level()
+        self.level_variable.assign(base * self.scale)
+
+    def release(self):
+        """Give the learning-rate variable its own value back."""
+        if self.level_variable is not None:
+            self.level_variable.assign(self._own_value)
 
     def get_config(self):
         # Reached when a full model is saved in the middle of a fit
-        # (ModelCheckpoint). Save the optimizer as it is outside the fit, so the
-        # checkpoint has the same variables and loads without this package's
-        # callbacks; their state is theirs to save.
+        # (ModelCheckpoint). Save the optimizer as a plain Keras one, so the
+        # checkpoint loads without this package's callbacks (their state is
+        # theirs to save): at the level its LR variable holds now, or with
+        # its own schedule.
         original = self.original
         if isinstance(original, LearningRateSchedule):
             original = serialize_keras_object(original)
@@ -93,15 +167,59 @@ def attach(model, fit_params):
     if isinstance(current, ControlledLR):
         if current.fit_token is fit_params:
             return current
-        current = current.original  # left behind by an interrupted fit
+        current.release()  # left behind by an interrupted fit
+        current = current.original
     controller = ControlledLR(current, fit_params)
     # Swap the private attribute: the public setter would untrack the LR
     # variable and change the optimizer's checkpoint layout.
     optimizer._learning_rate = controller
-    # The traced train function read the old LR; rebuild it (tracing is lazy,
-    # so this costs nothing before the first step).
-    model.make_train_function(force=True)
+    _use_train_function(model, controller)
     return controller
+
+
+def _compiled(model):
+    """The train functions built here for `model`, by shape key. A train
+    function not among them means a new `compile()` (or a fit without zoo
+    callbacks since): they are dropped."""
+    functions = _train_functions.get(model)
+    if functions is None or not any(f is model.train_function for f in functions.values()):
+        functions = _train_functions[model] = {}
+    return functions
+
+
+def _use_train_function(model, controller):
+    """Point `model.train_function` at the one compiled for the controller's
+    shape, building it (lazily: it traces at its first step) when new."""
+    if controller.level_variable is None:
+        # The schedule's every parameter is compiled in: always rebuild.
+        _rebuild(model, _REBUILT)
+        return
+    function = _compiled(model).get(controller.shape_key)
+    if function is None:
+        _rebuild(model, controller.shape_key)
+    else:
+        model.train_function = function
+
+
+def _rebuild(model, key):
+    functions = _compiled(model)
+    if keras.backend.backend() == "jax":
+        # JAX shares one compiled step among all live jit wrappers of equal
+        # functions, and Keras jits the bound method `model.train_step`: the
+        # functions kept here, and the one Keras builds after a compile(),
+        # would run whichever traced first. Each build gets its own function.
+        own = model.__dict__.get("train_step")
+        model.train_step = functools.partial(own or type(model).train_step.__get__(model))
+        try:
+            model.make_train_function(force=True)
+        finally:
+            if own is None:
+                del model.train_step
+            else:
+                model.train_step = own
+    else:
+        model.make_train_function(force=True)
+    functions[key] = model.train_function
 
 
 def set_schedule(model, fit_params, schedule):
@@ -114,22 +232,15 @@ def set_schedule(model, fit_params, schedule):
             "Pass one; wrap it in `Warmup(...)` to add a warmup."
         )
     controller.schedule = schedule
+    if controller.level_variable is not None:
+        controller._update_level()
+    _use_train_function(model, controller)
 
 
 def set_scale(model, fit_params, scale):
     """Multiply the learning rate of the current fit by `scale` from now on."""
-    controller = attach(model, fit_params)
-    if controller.scale is None:
-        # Not an optimizer variable: that would change the optimizer's
-        # checkpoint layout for the length of the fit.
-        controller.scale = keras.Variable(1.0, dtype="float32", trainable=False, name="lr_scale")
-    if float(ops.convert_to_numpy(controller.scale)) == scale:
-        return
-    controller.scale.assign(scale)
-    if keras.backend.backend() == "jax":
-        # A jitted JAX step holds variables outside the model's and optimizer's
-        # state as constants; retrace so that it sees the new scale.
-        model.make_train_function(force=True)
+    if attach(model, fit_params).set_scale(scale):
+        _rebuild(model, _REBUILT)
 
 
 def current_lr(model, iteration=None):
@@ -156,9 +267,15 @@ def lr_per_step(model, first, stop):
 
 
 def detach(model):
-    """Give the optimizer its own learning rate back (idempotent)."""
+    """Give the optimizer its own learning rate and `model` the train
+    function of no schedule back (idempotent)."""
     optimizer = _base_optimizer(model.optimizer)
     controller = optimizer._learning_rate
     if isinstance(controller, ControlledLR):
         optimizer._learning_rate = controller.original
-        model.train_function = None  # it was traced with the controller
+        controller.release()
+        function = _compiled(model).get(_NO_SCHEDULE)
+        if function is None:
+            _rebuild(model, _NO_SCHEDULE)
+        else:
+            model.train_function = function

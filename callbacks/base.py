@@ -27,20 +27,34 @@ class LRScheduleCallback(keras.callbacks.Callback, LearningRateSchedule):
     across `fit` calls and checkpoints (Caffe's `iter`), so a resumed run
     continues the schedule where it stopped.
 
-    Subclasses implement `_lr(iteration)` with elementwise `keras.ops` on an
-    int32 tensor (a scalar in training, a vector for a whole range of steps),
-    and `get_config()` returning every `__init__` argument.
+    The LR is `_level() * _relative_lr(iteration)`, Caffe's `base_lr` times
+    the policy's factor. During a fit the level is state of the compiled step
+    (a new `base_lr` or a plateau cut never recompiles) and the factor is
+    compiled in: a later fit whose schedule has the same `_shape_key()`
+    reuses the compiled step (`callbacks._lr_control`).
+
+    Subclasses implement `_relative_lr(iteration)` with elementwise
+    `keras.ops` on an int32 tensor (a scalar in training, a vector for a
+    whole range of steps); `_shape_key()`, hashable, equal for two schedules
+    whose `_relative_lr` are the same function; `_level()` when the level is
+    not `base_lr`; and `get_config()` returning every `__init__` argument.
     """
 
     def __init__(self):
         keras.callbacks.Callback.__init__(self)
 
-    def _lr(self, iteration):
+    def _level(self):
+        return self.base_lr
+
+    def _relative_lr(self, iteration):
+        raise NotImplementedError
+
+    def _shape_key(self):
         raise NotImplementedError
 
     def __call__(self, step):
         iteration = ops.cast(ops.convert_to_tensor(step), "int32")
-        return ops.cast(self._lr(iteration), "float32")
+        return ops.cast(self._level() * self._relative_lr(iteration), "float32")
 
     def lr_at(self, iteration):
         """The learning rate at 0-based optimizer iteration `iteration`, a float."""

@@ -6,7 +6,7 @@ from keras import ops
 from keras.saving import register_keras_serializable
 
 from callbacks.base import LRScheduleCallback
-from zoo.lr_policies import caffe_arguments
+from zoo.lr_policies import CAFFE_POLICIES, caffe_arguments
 
 
 def _f(x):
@@ -27,18 +27,18 @@ def _gamma_pow(gamma, exponent):
 #   multistep: base_lr * gamma ^ (number of stepvalues <= it)
 #   poly:      base_lr * (1 - min(it, max_iter) / max_iter) ^ power
 #   sigmoid:   base_lr / (1 + exp(-gamma * (it - stepsize)))
-# name: the formula (the parameters each uses: `zoo.lr_policies.CAFFE_POLICIES`).
+# name: the factor of base_lr (the parameters each uses: `zoo.lr_policies.CAFFE_POLICIES`).
 POLICIES = {
-    "fixed": lambda p, it: p.base_lr,
-    "step": lambda p, it: p.base_lr * _gamma_pow(p.gamma, ops.floor_divide(it, p.stepsize)),
-    "exp": lambda p, it: p.base_lr * _gamma_pow(p.gamma, it),
-    "inv": lambda p, it: p.base_lr * ops.exp(-p.power * ops.log1p(p.gamma * _f(it))),
-    "multistep": lambda p, it: p.base_lr * _gamma_pow(
+    "fixed": lambda p, it: 1.0,
+    "step": lambda p, it: _gamma_pow(p.gamma, ops.floor_divide(it, p.stepsize)),
+    "exp": lambda p, it: _gamma_pow(p.gamma, it),
+    "inv": lambda p, it: ops.exp(-p.power * ops.log1p(p.gamma * _f(it))),
+    "multistep": lambda p, it: _gamma_pow(
         p.gamma, ops.sum(ops.cast(ops.greater_equal(ops.expand_dims(it, -1), p.stepvalue), "int32"), axis=-1)),
     # Clamped at max_iter (Caffe's formula goes negative, or NaN, past it);
     # the integer difference keeps float32 exact near max_iter.
-    "poly": lambda p, it: p.base_lr * ops.power(_f(p.max_iter - ops.minimum(it, p.max_iter)) / p.max_iter, p.power),
-    "sigmoid": lambda p, it: p.base_lr * ops.sigmoid(p.gamma * _f(it - p.stepsize)),
+    "poly": lambda p, it: ops.power(_f(p.max_iter - ops.minimum(it, p.max_iter)) / p.max_iter, p.power),
+    "sigmoid": lambda p, it: ops.sigmoid(p.gamma * _f(it - p.stepsize)),
 }
 
 
@@ -104,8 +104,13 @@ class CaffeLR(LRScheduleCallback):
         for name, value in checked.items():
             setattr(self, name, value)
 
-    def _lr(self, iteration):
+    def _relative_lr(self, iteration):
         return POLICIES[self.policy](self, iteration)
+
+    def _shape_key(self):
+        used = CAFFE_POLICIES[self.policy]
+        return ("CaffeLR", self.policy, *(tuple(getattr(self, name) or ()) if name == "stepvalue"
+                                          else getattr(self, name) for name in used))
 
     def get_config(self):
         return {

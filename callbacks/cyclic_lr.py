@@ -58,12 +58,16 @@ class CyclicLR(LRScheduleCallback):
         for name, value in checked.items():
             setattr(self, name, value)
 
-    def _lr(self, iteration):
+    def _relative_lr(self, iteration):
+        # lr / base_lr = 1 + (max_lr / base_lr - 1) * max(0, 1 - x) * scale
         it = ops.cast(iteration, "float32")
         cycle = ops.floor(1.0 + it / (2.0 * self.step_size))
         x = ops.abs(it / self.step_size - 2.0 * cycle + 1.0)
         scale = MODES[self.mode](cycle, it, self.gamma)
-        return self.base_lr + (self.max_lr - self.base_lr) * ops.maximum(0.0, 1.0 - x) * scale
+        return 1.0 + (self.max_lr / self.base_lr - 1.0) * ops.maximum(0.0, 1.0 - x) * scale
+
+    def _shape_key(self):
+        return ("CyclicLR", self.max_lr / self.base_lr, self.step_size, self.mode, self.gamma)
 
     def get_config(self):
         return {

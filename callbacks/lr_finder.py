@@ -136,11 +136,17 @@ class LRFinder(LRScheduleCallback):
         self.verbose = verbose
         self.result = None
 
-    def _lr(self, iteration):
+    def _level(self):
+        return self.min_lr
+
+    def _relative_lr(self, iteration):
         fraction = ops.cast(ops.minimum(iteration, self.num_steps - 1), "float32") / (
             self.num_steps - 1
         )
-        return self.min_lr * ops.power(self.max_lr / self.min_lr, fraction)
+        return ops.power(self.max_lr / self.min_lr, fraction)
+
+    def _shape_key(self):
+        return ("LRFinder", self.max_lr / self.min_lr, self.num_steps)
 
     def on_train_begin(self, logs=None):
         self._saved = _training_state.snapshot(self.model)

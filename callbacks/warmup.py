@@ -1,5 +1,7 @@
 """Linear learning-rate warmup in front of any schedule."""
 
+import json
+
 from keras import ops
 from keras.optimizers.schedules import LearningRateSchedule
 from keras.saving import (
@@ -51,13 +53,35 @@ class Warmup(LRScheduleCallback):
         for name, value in warmup_arguments(warmup_steps, start_lr=start_lr).items():
             setattr(self, name, value)
 
-    def _lr(self, iteration):
-        target = ops.cast(evaluate_lr(self.schedule, self.warmup_steps), "float32")
-        ramp = self.start_lr + (target - self.start_lr) * (
+    def _level(self):
+        # The wrapped schedule's level; a Keras schedule is taken whole (level 1).
+        if isinstance(self.schedule, LRScheduleCallback):
+            return self.schedule._level()
+        return 1.0 if isinstance(self.schedule, LearningRateSchedule) else self.schedule
+
+    def _after_warmup(self, iteration):
+        """The wrapped schedule's LR relative to the level."""
+        if isinstance(self.schedule, LRScheduleCallback):
+            return self.schedule._relative_lr(iteration)
+        if isinstance(self.schedule, LearningRateSchedule):
+            return ops.cast(evaluate_lr(self.schedule, iteration), "float32")
+        return 1.0
+
+    def _relative_lr(self, iteration):
+        start = self.start_lr / self._level()
+        ramp = start + (self._after_warmup(self.warmup_steps) - start) * (
             ops.cast(iteration, "float32") / self.warmup_steps
         )
-        after = ops.cast(evaluate_lr(self.schedule, iteration), "float32")
-        return ops.where(iteration < self.warmup_steps, ramp, after)
+        return ops.where(iteration < self.warmup_steps, ramp, self._after_warmup(iteration))
+
+    def _shape_key(self):
+        if isinstance(self.schedule, LRScheduleCallback):
+            after = self.schedule._shape_key()
+        elif isinstance(self.schedule, LearningRateSchedule):
+            after = json.dumps(serialize_keras_object(self.schedule), sort_keys=True, default=str)
+        else:
+            after = "constant"
+        return ("Warmup", self.warmup_steps, self.start_lr / self._level(), after)
 
     def get_config(self):
         schedule = self.schedule

@@ -8,6 +8,7 @@ declared in setup.cfg. They run on TensorFlow and on JAX.
 
 import keras
 import numpy as np
+import pytest
 from keras import ops
 
 from zoo.optimizers import make_optimizer
@@ -123,3 +124,38 @@ def test_seed_generator_states_are_model_variables_but_not_weights():
     saved = {id(v) for v in model.weights}
     extra = [v for v in model.variables if id(v) not in saved]
     assert len(extra) == 1 and "seed_generator" in extra[0].path
+
+
+def test_fit_runs_the_train_function_assigned_to_the_model():
+    # callbacks/_lr_control.py keeps each LR shape's compiled step and puts
+    # it back in `model.train_function`; fit must run it, not rebuild.
+    model = small_model(keras.optimizers.SGD(learning_rate=0.1))
+    calls = []
+    model.make_train_function()
+    built = model.train_function
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return built(*args, **kwargs)
+
+    model.train_function = counting
+    model.fit(X, Y, batch_size=8, epochs=2, verbose=0)
+    assert model.train_function is counting and len(calls) == 2, "fit rebuilt an assigned train function"
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX only: its step is jitted when it is built")
+def test_jax_make_train_function_jits_model_train_step_as_found_when_it_builds():
+    # callbacks/_lr_control.py gives each build its own function this way:
+    # JAX shares compiled steps among live jit wrappers of equal functions.
+    model = small_model(keras.optimizers.SGD(learning_rate=0.1))
+    calls = []
+
+    def own_step(*args):
+        calls.append(1)
+        return type(model).train_step(model, *args)
+
+    model.train_step = own_step
+    model.make_train_function(force=True)
+    del model.train_step
+    model.train_on_batch(X, Y)
+    assert calls, "make_train_function no longer jits `model.train_step` as found when it builds"

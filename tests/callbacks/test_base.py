@@ -149,15 +149,19 @@ def test_two_schedules_in_one_fit_is_an_error():
     assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
 
 
-def test_full_model_checkpoint_during_a_fit_holds_the_optimizer_as_outside_the_fit(tmp_path):
+def test_full_model_checkpoint_during_a_fit_holds_a_plain_optimizer_at_the_level_of_the_moment(tmp_path):
     path = str(tmp_path / "checkpoint.keras")
     model = unit_gradient_model(keras.optimizers.SGD(learning_rate=0.2))
     schedule = CaffeLR("step", base_lr=0.1, gamma=0.5, stepsize=8)
     fit(model, [schedule, PlateauDecay(monitor="loss"), keras.callbacks.ModelCheckpoint(path)], 2)
     loaded = keras.saving.load_model(path)
-    # Same optimizer variables as saved (the iteration count survives), own LR.
+    # Same optimizer variables as saved (the iteration count survives); the
+    # LR variable held the level of the fit (base_lr, no plateau cut), as with
+    # Keras's ReduceLROnPlateau.
+    assert isinstance(loaded.optimizer._learning_rate, keras.Variable)
     assert int(loaded.optimizer.iterations) == 16
-    assert float(loaded.optimizer.learning_rate) == pytest.approx(0.2)
+    assert float(loaded.optimizer.learning_rate) == pytest.approx(0.1)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.2)  # its own, after the fit
     # Resuming with the same callback continues the schedule.
     history = fit(loaded, [schedule], epochs=1)
     assert history.history["lr"] == pytest.approx([schedule.lr_at(23)])
