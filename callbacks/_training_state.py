@@ -2,14 +2,54 @@
 
 import math
 
+import keras
 from keras import ops
 
 
+class Snapshot:
+    """Copies of some variables, kept on their device.
+
+    `take()` copies the variables' values in, `restore()` copies them back,
+    both device to device (`assign`): host memory is never touched. The
+    cost is one more copy of the variables in device memory.
+    """
+
+    def __init__(self, variables):
+        self.variables = list(variables)
+        self._copies = None
+
+    def take(self, values=None):
+        """Copy the variables' values in (or `values`, one per variable)."""
+        values = [v.value for v in self.variables] if values is None else values
+        if self._copies is None:
+            self._copies = [keras.Variable(_own_buffer(value), dtype=v.dtype, trainable=False, name="snapshot")
+                            for v, value in zip(self.variables, values)]
+        else:
+            for copy, value in zip(self._copies, values):
+                copy.assign(_own_buffer(value))
+        return self
+
+    @property
+    def values(self):
+        """The values taken, as tensors on the device."""
+        return [copy.value for copy in self._copies]
+
+    def restore(self):
+        for variable, copy in zip(self.variables, self._copies):
+            variable.assign(_own_buffer(copy.value))
+
+
+def _own_buffer(value):
+    # Assigning a variable's value can share it (a TensorFlow variable
+    # handle, a JAX array that the train step donates and frees): a copy
+    # and its variable must not share one buffer.
+    return ops.copy(value)
+
+
 def snapshot(model):
-    """Copies of the model's variables (its seed generators' states
-    included) and its optimizer's, for `restore`."""
-    variables = list(model.weights) + seed_states(model) + list(model.optimizer.variables)
-    return [(v, ops.convert_to_numpy(v)) for v in variables]
+    """A `Snapshot` of the model's variables (its seed generators' states
+    included) and its optimizer's, taken now."""
+    return Snapshot(list(model.weights) + seed_states(model) + list(model.optimizer.variables)).take()
 
 
 def seed_states(model):
@@ -17,11 +57,6 @@ def seed_states(model):
     its random seed generators (Dropout's masks follow them)."""
     saved = {id(v) for v in model.weights}
     return [v for v in model.variables if id(v) not in saved]
-
-
-def restore(saved):
-    for variable, value in saved:
-        variable.assign(value)
 
 
 class StepLoss:

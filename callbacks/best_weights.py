@@ -9,6 +9,7 @@ from keras.saving import register_keras_serializable
 from callbacks._files import write_atomically
 from callbacks._monitor import Monitor
 from callbacks._resumable import ResumableCallback
+from callbacks._training_state import Snapshot
 from zoo.lr_policies import integer
 
 WEIGHTS_SUFFIX = ".weights.h5"
@@ -19,14 +20,17 @@ class BestWeights(ResumableCallback):
     """Keep the weights of the best epoch and end training on them.
 
     After every epoch the monitored value is compared with the best so far;
-    on improvement the weights are copied (and, with `filepath`, written to
-    disk atomically: a crash mid-write never leaves a torn file). When
+    on improvement the weights are copied on the device (`assign`, never
+    through host memory: one more copy of the weights in device memory) and,
+    with `filepath`, written to disk atomically (a crash mid-write never
+    leaves a torn file). When
     training ends, early or after its last epoch, the model gets the best
     epoch's weights back. With `patience`, training stops once that many
     epochs pass without improvement; `patience=None` never stops early.
 
     `best_epoch` (0-based) and `best_<monitor>` are added to the epoch logs
-    and kept as the attributes `best_epoch` and `best`.
+    and kept as the attributes `best_epoch` and `best`; `best_weights` holds
+    the best epoch's weights, as tensors on the device.
 
     Example:
 
@@ -79,13 +83,19 @@ class BestWeights(ResumableCallback):
         self.best_epoch = None
         self.wait = 0
         self.stopped_epoch = None
-        self.best_weights = None
+        self._best_snapshot = None
+
+    @property
+    def best_weights(self):
+        """The best epoch's weights (tensors on the device, in the order of
+        `model.weights`), or None before the first epoch."""
+        return None if self._best_snapshot is None else self._best_snapshot.values
 
     def set_state(self, state, weights=None):
         """Resume from `get_state()`'s dict at the next `on_train_begin`.
 
         The best weights are read back from `filepath`, or taken from
-        `weights` (a list as `model.get_weights()` gives, e.g. another
+        `weights` (a list as `model.get_weights()` gives, or another
         instance's `best_weights`) when given."""
         super().set_state(state)
         self._pending_weights = weights
@@ -93,17 +103,19 @@ class BestWeights(ResumableCallback):
     def on_train_begin(self, logs=None):
         weights, self._pending_weights = self._pending_weights, None
         if super().on_train_begin(logs) and self.best_epoch is not None:
+            if weights is None and self.filepath and os.path.exists(self.filepath):
+                weights = _read_weights(self.model, self.filepath)
             if weights is not None:
-                self.best_weights = weights
-            elif self.filepath and os.path.exists(self.filepath):
-                self.best_weights = _read_weights(self.model, self.filepath)
+                self._best_snapshot = Snapshot(self.model.weights).take(weights)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         value = self._monitor.value(logs, "BestWeights")
         if self._monitor.improves(value, self.best):
             self.best, self.best_epoch, self.wait = value, epoch, 0
-            self.best_weights = self.model.get_weights()
+            if self._best_snapshot is None:
+                self._best_snapshot = Snapshot(self.model.weights)
+            self._best_snapshot.take()
             if self.filepath:
                 write_atomically(self.filepath, self.model.save_weights)
         else:
@@ -121,9 +133,9 @@ class BestWeights(ResumableCallback):
             logs[f"best_{self.monitor}"] = self.best
 
     def on_train_end(self, logs=None):
-        if self.best_weights is None:
+        if self._best_snapshot is None:
             return
-        self.model.set_weights(self.best_weights)
+        self._best_snapshot.restore()
         if self.verbose:
             print(
                 f"BestWeights: restored the weights of epoch {self.best_epoch + 1} "

@@ -30,6 +30,10 @@ class DivergenceGuard(ResumableCallback):
     `reference_loss` is the loss it compared with. `get_state()` keeps
     `reference_loss`, so a resumed run compares with the same loss.
 
+    The last good variables are copied on the device (`assign`), never to
+    host memory: the guard costs one more copy of the model's and the
+    optimizer's variables in device memory.
+
     Example:
 
     ```python
@@ -99,14 +103,14 @@ class DivergenceGuard(ResumableCallback):
             for key in logs or {}:
                 logs[key] = float("nan")
             return
-        self._last_good = _training_state.snapshot(self.model)
+        self._last_good.take()
         self._last_good_epoch = epoch
 
     def on_train_end(self, logs=None):
         # Rolled back here, after the backend has written its final state.
         if not self.diverged:
             return
-        _training_state.restore(self._last_good)
+        self._last_good.restore()
         where = (
             f"the start of epoch {self._first_epoch + 1}"
             if self._last_good_epoch is None

@@ -188,7 +188,7 @@ class LRFinder(LRScheduleCallback):
 
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
-        _training_state.restore(self._saved)
+        self._saved.restore()
         self._saved = None
         steps, losses, smoothed = zip(*self._rows) if self._rows else ((), (), ())
         # The LR column in one evaluation, rather than one per batch.

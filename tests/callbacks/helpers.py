@@ -1,6 +1,9 @@
-"""Models and optimizers that make a fit's per-step learning rates observable."""
+"""Models, optimizers and callbacks that make what a fit does observable."""
+
+import contextlib
 
 import numpy as np
+import pytest
 import keras
 from keras import ops
 
@@ -90,3 +93,20 @@ def mlp(optimizer, hidden=32):
     )
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
+
+
+@contextlib.contextmanager
+def host_reads_of_variables():
+    """Counts, in `count[0]`, the reads of a `keras.Variable` into host memory."""
+    count = [0]
+
+    def counted(read):
+        def wrapper(self, *args, **kwargs):
+            count[0] += 1
+            return read(self, *args, **kwargs)
+        return wrapper
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("numpy", "__array__"):
+            patch.setattr(keras.Variable, name, counted(getattr(keras.Variable, name)))
+        yield count

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from callbacks import BestWeights
-from tests.callbacks.helpers import ScriptedMetric, WeightsAtEpochEnd, mlp
+from tests.callbacks.helpers import ScriptedMetric, WeightsAtEpochEnd, host_reads_of_variables, mlp
 
 
 def fit(model, data, callbacks, epochs):
@@ -130,3 +130,21 @@ def test_get_config_round_trips():
     assert BestWeights(**best.get_config()).get_config() == best.get_config()
     rebuilt = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(best))
     assert rebuilt.get_config() == best.get_config()
+
+
+def test_the_best_weights_stay_on_the_device(digits):
+    # One extra copy of the weights, in device memory: no epoch reads a
+    # variable into host memory more often than a fit without the callback.
+    def host_reads(callbacks):
+        model = mlp(keras.optimizers.SGD(0.1))
+        with host_reads_of_variables() as count:
+            fit(model, digits, [ScriptedMetric([0.5, 0.6, 0.7, 0.2]), *callbacks], 4)
+        return count[0], model
+
+    best = BestWeights(monitor="score", mode="max", verbose=0)
+    recorder = WeightsAtEpochEnd()
+    reads, model = host_reads([best, recorder])
+    assert reads == host_reads([WeightsAtEpochEnd()])[0]
+    assert best.best_epoch == 2
+    assert_weights_equal(model.get_weights(), recorder.weights[2])
+    assert_weights_equal([keras.ops.convert_to_numpy(w) for w in best.best_weights], recorder.weights[2])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from callbacks import BestWeights, DivergenceGuard
-from tests.callbacks.helpers import WeightsAtEpochEnd, mlp
+from tests.callbacks.helpers import WeightsAtEpochEnd, host_reads_of_variables, mlp
 
 
 def initial_weights_and_fit(digits, lr, epochs, guard, recorder=None):
@@ -105,3 +105,14 @@ def test_a_resumed_guard_compares_with_the_saved_reference_loss(digits):
     resumed.set_state({"reference_loss": 0.01})  # a tiny saved reference: the next step exceeds 3x
     model.fit(digits[0], digits[1], batch_size=32, epochs=1, callbacks=[resumed], verbose=0)
     assert resumed.diverged and "its first value 0.01" in resumed.reason
+
+
+def test_the_last_good_state_stays_on_the_device(digits):
+    # Every epoch's snapshot of the model and optimizer is a device copy.
+    def host_reads(callbacks):
+        model = mlp(keras.optimizers.SGD(0.1, momentum=0.9))
+        with host_reads_of_variables() as count:
+            model.fit(digits[0], digits[1], batch_size=32, epochs=3, callbacks=callbacks, verbose=0)
+        return count[0]
+
+    assert host_reads([DivergenceGuard(factor=3.0)]) == host_reads([])
