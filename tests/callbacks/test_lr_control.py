@@ -2,6 +2,10 @@
 schedule's shape is compiled in (`callbacks._lr_control`). Traces are counted
 by the Python body of `train_step`, which runs once a trace."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import pytest
 
@@ -96,3 +100,27 @@ def test_an_optimizer_built_with_a_schedule_recompiles_at_every_fit():
     before = len(traces)
     fit(model, [PlateauDecay(monitor="loss")])
     assert len(traces) == before + 1
+
+
+JAX_WITHOUT_TENSORFLOW = """
+import sys
+import keras, numpy as np
+from callbacks import BestWeights, CaffeLR, DivergenceGuard, PlateauDecay
+from zoo.optimizers import make_optimizer
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="head")])
+model.compile(optimizer=make_optimizer("sgd", 0.1, lr_mult={model.weights[0].path: 10.0}, momentum=0.9),
+              loss="sparse_categorical_crossentropy")
+callbacks = [CaffeLR("step", base_lr=0.1, gamma=0.5, stepsize=2), PlateauDecay("loss"), DivergenceGuard(verbose=0),
+             BestWeights("loss", verbose=0)]
+model.fit(np.ones((8, 4), "float32"), np.zeros(8, "int32"), batch_size=4, epochs=2, callbacks=callbacks, verbose=0)
+print(keras.backend.backend(), "tensorflow" in sys.modules)
+"""
+
+
+def test_the_callbacks_and_the_layerwise_optimizer_run_on_jax_without_tensorflow():
+    # bench/gpu.py's path, for a GPU machine with JAX and no TensorFlow.
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": os.getcwd()}
+    run = subprocess.run([sys.executable, "-c", JAX_WITHOUT_TENSORFLOW], env=environment, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["jax", "False"]
