@@ -5,8 +5,16 @@ Every random choice of the pipeline (the order of an epoch, a crop, a flip)
 is a stateless random op keyed on the run's seed, the epoch and the batch's
 position in it. The batches of epoch `e` are therefore the same in every
 process, whether a run starts at epoch 0 or resumes at `e`.
+
+Image files are decoded in parallel at `image_size`, their pixels rounded
+to whole numbers in [0, 255]. With `data.cache`, each split is decoded once,
+on its first batches, into one N x H x W x C uint8 array (in memory, or a
+memory-mapped `.npy` file), and every epoch gathers its batches from it in
+the same order: cached and uncached batches are the same, bit for bit.
+Batches are prefetched while the model trains.
 """
 
+import hashlib
 import math
 import os
 import re
@@ -15,15 +23,21 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from callbacks._files import write_atomically
 from zoo.datasets import DIGITS_SIZE, load_digits, shuffle_split
 from zoo.spec import SpecError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # Salts that give each random op of a batch its own stream.
 _CROP, _FLIP_HORIZONTAL, _FLIP_VERTICAL = 1, 2, 3
+# Part of every cache file's hash: changed whenever decoding changes, so
+# that no cache of an older decoding is read.
+_CACHE_FORMAT = "uint8 at image_size, bilinear resize rounded, v1"
+# Images decoded per step while a cache is filled.
+_FILL_BATCH = 256
 
 
-def load_data(data, seed, channels, classes=None, preprocess=None):
+def load_data(data, seed, channels, classes=None, preprocess=None, cache_dir=None):
     """The `ImageData` of a `Data` section, every file checked before training.
 
     Args:
@@ -37,6 +51,8 @@ def load_data(data, seed, channels, classes=None, preprocess=None):
         preprocess: The backbone's own preprocessing of [0, 255] pixels
             (a `preprocess_input`, a KerasHub image converter), for
             `normalization: "backbone"`.
+        cache_dir: The folder of `data.cache: "file"`'s files (a run
+            folder's `cache/`); needed only once batches are asked for.
 
     Unreadable or corrupt images, missing files, empty class folders,
     listing lines without a label, negative labels and labels unknown to
@@ -71,7 +87,7 @@ def load_data(data, seed, channels, classes=None, preprocess=None):
         if len(paths) == 0:
             raise SpecError([(where, f"no {part} images: {len(train[0]) + len(validation[0])} usable in all, "
                                      f"{len(bad.skipped)} bad files skipped")])
-    return ImageData(data, seed, channels, train, validation, names, decode, preprocess, bad.skipped)
+    return ImageData(data, seed, channels, train, validation, names, decode, preprocess, bad.skipped, cache_dir)
 
 
 # Each kind of bad file, and its plural.
@@ -143,28 +159,38 @@ class ImageData:
     Attributes:
         class_names: The name of each label.
         train_size: The number of training images.
+        validation_size: The number of validation images.
         skipped: `[(path, problem)]` of the bad files left out.
     """
 
-    def __init__(self, data, seed, channels, train, validation, class_names, decode, preprocess, skipped):
+    def __init__(self, data, seed, channels, train, validation, class_names, decode, preprocess, skipped,
+                 cache_dir=None):
         self._data, self._seed = data, seed
-        self._train, self._validation = train, validation
+        self._channels = channels
+        self._splits = {"training": train, "validation": validation}
         self._decode = decode
         self._preprocess = preprocess
+        # The digits (no decode) are in memory already.
+        self._cache = data.cache if decode is not None else False
+        self._cache_dir = cache_dir
+        self._cached = {}  # split -> its decoded images, a uint8 array (memory-mapped for "file")
         # Gray images (the digits) are repeated over RGB when 3 channels are asked for.
         self._to_rgb = data.builtin is not None and channels == 3
         self.class_names = class_names
         self.train_size = len(train[0])
+        self.validation_size = len(validation[0])
         self.skipped = skipped
 
     def steps(self, batch_size):
         """Training batches per epoch (the last one may be smaller)."""
         return math.ceil(self.train_size / batch_size)
 
-    def train(self, batch_size, first_epoch, epochs):
+    def train(self, batch_size, first_epoch, epochs, verbose=0):
         """The training batches of epochs `first_epoch ... first_epoch + epochs - 1`,
-        one after the other: `epochs * steps(batch_size)` batches."""
-        x, y = (tf.constant(a) for a in self._train)
+        one after the other: `epochs * steps(batch_size)` batches. With
+        `data.cache`, the first call fills the training images' cache
+        (saying so when `verbose`)."""
+        batches = self._batches("training", verbose)
         size = self.train_size
 
         def one_epoch(epoch):
@@ -173,9 +199,7 @@ class ImageData:
                 order = tf.argsort(tf.random.stateless_uniform([size], seed=key))
             else:
                 order = tf.range(size)
-            batches = self._batched(tf.data.Dataset.from_tensor_slices(order).map(
-                lambda i: (tf.gather(x, i), tf.gather(y, i))), batch_size)
-            return batches.enumerate().map(
+            return batches(tf.data.Dataset.from_tensor_slices(order), batch_size).enumerate().map(
                 lambda position, batch: self._prepare(
                     *batch, key=tf.random.experimental.stateless_fold_in(key, position)),
                 num_parallel_calls=tf.data.AUTOTUNE)
@@ -183,25 +207,106 @@ class ImageData:
         epochs = tf.data.Dataset.range(first_epoch, first_epoch + epochs)
         return epochs.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
 
-    def validation(self, batch_size):
-        """The validation batches, in a fixed order, without augmentation."""
-        batches = self._batched(tf.data.Dataset.from_tensor_slices(self._validation), batch_size)
-        return batches.map(lambda images, labels: self._prepare(images, labels, key=None),
-                           num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    def validation(self, batch_size, verbose=0):
+        """The validation batches, in a fixed order, without augmentation.
+        With `data.cache`, the first call fills the validation images' cache."""
+        return self._validation_batches(batch_size, self._batches("validation", verbose))
 
     @property
     def image_shape(self):
         """The `(height, width, channels)` of the images the model gets."""
-        return tuple(self.validation(1).element_spec[0].shape[1:])
+        # From the uncached pipeline: nothing is decoded to know it.
+        batches = self._validation_batches(1, self._batches("validation", use_cache=False))
+        return tuple(batches.element_spec[0].shape[1:])
 
-    def _batched(self, dataset, batch_size):
-        if self._decode is not None:
-            dataset = dataset.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
-        return dataset.batch(batch_size)
+    def _validation_batches(self, batch_size, batches):
+        indices = tf.data.Dataset.range(self.validation_size)
+        return batches(indices, batch_size).map(lambda images, labels: self._prepare(images, labels, key=None),
+                                                num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+    def _batches(self, split, verbose=0, use_cache=True):
+        """A function from a dataset of indices into `split` and a batch
+        size to the batches of `(images, labels)` at those indices: with a
+        cache, one gather a batch from the split's decoded images; without,
+        each image decoded from its file (or taken from the digits).
+
+        Its tensors are made here, eagerly: a dataset function captures
+        them, where one made inside it would copy them into its graph."""
+        sources, labels = self._splits[split]
+        labels = tf.constant(labels)
+        if self._cache and use_cache:
+            images = self._cached_images(split, verbose)
+            return lambda indices, batch_size: indices.batch(batch_size).map(
+                lambda at: (images(at), tf.gather(labels, at)), num_parallel_calls=tf.data.AUTOTUNE)
+        sources = tf.constant(sources)  # file paths, or the digits themselves
+        decode = self._decode or (lambda image: image)
+        return lambda indices, batch_size: indices.map(
+            lambda at: (decode(tf.gather(sources, at)), tf.gather(labels, at)),
+            num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+
+    def _cached_images(self, split, verbose):
+        """A function from indices to the decoded images of `split` there,
+        gathered from its cache, which the first call fills: one uint8 array
+        in memory, or memory-mapped from a `.npy` file in `cache_dir`.
+        (A NumPy gather: as fast as `tf.gather` here, and a NumPy array
+        becomes no tensor, which would be a copy of it.)"""
+        if split not in self._cached:
+            paths = self._splits[split][0]
+            shape = (len(paths), *self._data.image_size, self._channels)
+            if self._cache == "memory":
+                if verbose:
+                    print(f"Caching the {len(paths):,} {split} images in memory ({_shape_and_size(shape)}).")
+                self._cached[split] = np.empty(shape, np.uint8)
+                self._decode_into(paths, self._cached[split])
+            else:
+                self._cached[split] = self._file_cache(split, paths, shape, verbose)
+        array = self._cached[split]
+
+        def gather(indices):
+            batch = tf.numpy_function(lambda at: np.take(array, at, axis=0), [indices], tf.uint8, stateful=False)
+            return tf.ensure_shape(batch, (None, *array.shape[1:]))
+
+        return gather
+
+    def _file_cache(self, split, paths, shape, verbose):
+        """The decoded images of `split`, memory-mapped from their `.npy`
+        file in `cache_dir`, which is written first unless it is there: its
+        name's hash covers every file's path, size and modification time,
+        the image size and the channels, so a changed file gets a new one."""
+        if self._cache_dir is None:
+            raise ValueError("`data.cache: \"file\"` needs a folder for its files: pass `cache_dir` to "
+                             "`load_data`.")
+        path = os.path.join(self._cache_dir, cache_file_name(split, paths, shape[1:]))
+        array = _read_cache(path, shape)
+        if array is not None:
+            if verbose:
+                print(f"Reading the {len(paths):,} {split} images from the cache {path}.")
+            return array
+        if verbose:
+            print(f"Caching the {len(paths):,} {split} images in {path} ({_shape_and_size(shape)}).")
+
+        def write(temporary):
+            # Written straight to disk: the set need not fit in memory.
+            array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
+            self._decode_into(paths, array)
+            array.flush()  # msync: on disk before the rename makes it the cache
+
+        write_atomically(path, write)
+        return np.load(path, mmap_mode="r")
+
+    def _decode_into(self, paths, array):
+        """Decode the image files `paths` into the uint8 `array`, in order, in parallel."""
+        decoded = tf.data.Dataset.from_tensor_slices(paths).map(
+            lambda path: tf.cast(self._decode(path), tf.uint8),  # whole numbers in [0, 255]: exact
+            num_parallel_calls=tf.data.AUTOTUNE)
+        start = 0
+        for batch in decoded.batch(_FILL_BATCH).prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+            array[start:start + len(batch)] = batch
+            start += len(batch)
 
     def _prepare(self, images, labels, key):
-        """Resize, channels, crop, flip and normalize a batch; `key` None
-        means validation (central crops, no flips)."""
+        """Resize, channels, crop, flip and normalize a batch (float32 from
+        here on); `key` None means validation (central crops, no flips)."""
         data = self._data
         # Files are resized on decode; the digits here, unless image_size is
         # their own (the default for a backbone of their size).
@@ -222,11 +327,44 @@ class ImageData:
                 images = _random_flip(images, 2, _salted(key, _FLIP_HORIZONTAL))
             if flip in ("vertical", "horizontal_and_vertical"):
                 images = _random_flip(images, 1, _salted(key, _FLIP_VERTICAL))
-        if data.normalization == "backbone":
-            images = self._preprocess(images * 255.0)
-        elif not isinstance(data.normalization, str):
+        if images.dtype == tf.uint8:  # gathered from a cache: the decoded pixels, exactly
+            images = tf.cast(images, "float32")
+        files = self._decode is not None  # [0, 255] pixels; the digits are [0, 1]
+        if data.normalization == "backbone":  # on [0, 255] pixels
+            return self._preprocess(images if files else images * 255.0), labels
+        if files:
+            images = images / 255.0
+        if not isinstance(data.normalization, str):
             images = (images - data.normalization.mean) / data.normalization.std
         return images, labels
+
+
+def cache_file_name(split, paths, image_shape):
+    """`<split>-<hash>.npy`, the cache file of the image files `paths`
+    decoded to `image_shape` (height, width, channels): the hash covers each
+    file's path, size and modification time, and the shape."""
+    digest = hashlib.sha256(f"{_CACHE_FORMAT}|{tuple(image_shape)}".encode())
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"|{path}|{stat.st_size}|{stat.st_mtime_ns}".encode("utf-8", "surrogateescape"))
+    return f"{split}-{digest.hexdigest()[:16]}.npy"
+
+
+def _read_cache(path, shape):
+    """The cache file `path` memory-mapped, or None when it is not there or
+    is not an array of `shape` (damaged: it is written again)."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):  # not there; truncated, or not a .npy file
+        return None
+    return array if array.shape == shape and array.dtype == np.uint8 else None
+
+
+def _shape_and_size(shape):
+    """'1000 x 224 x 224 x 3 uint8, 143.6 MiB'."""
+    size = math.prod(shape)
+    amount = f"{size / 2**30:,.1f} GiB" if size >= 2**30 else f"{size / 2**20:,.1f} MiB"
+    return f"{' x '.join(map(str, shape))} uint8, {amount}"
 
 
 def scale_and_offset(normalization):
@@ -393,9 +531,16 @@ def _decodable(paths, channels):
 
 
 def _decoder(size, channels):
-    def decode(path, label):
+    """Image file path -> float32 image of `size` and `channels`: decoded,
+    resized (bilinear) when its size differs, and rounded, so that its
+    pixels are whole numbers in [0, 255] (bilinear weights sum to 1) and a
+    uint8 cache holds them exactly."""
+    size = tuple(size)
+
+    def decode(path):
         image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
-        image = tf.image.resize(tf.cast(image, "float32") / 255.0, size)
-        return image, label
+        image = tf.cond(tf.reduce_all(tf.shape(image)[:2] == size), lambda: tf.cast(image, "float32"),
+                        lambda: tf.round(tf.image.resize(image, size)))
+        return tf.ensure_shape(image, (*size, channels))
 
     return decode

@@ -3,6 +3,7 @@
 
 import dataclasses
 import math
+import re
 
 import keras
 import tensorflow as tf
@@ -16,6 +17,13 @@ from zoo.model import HEAD_PREFIX, build_network, compile_stage, configure_layer
 from zoo.reports import lr_column
 from zoo.sections import AUTO, Stage, to_dict, with_base_lr
 from zoo.spec import crop_errors
+
+# The Keras dtype policy of each `mixed_precision`: variables stay float32;
+# Keras wraps the optimizer in a LossScaleOptimizer for mixed_float16 only
+# (float16's narrow range underflows small gradients; bfloat16 has float32's).
+DTYPE_POLICIES = {False: "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+# How TensorFlow's kernel errors name each precision's dtype (DT_HALF, DT_BFLOAT16).
+_TF_DTYPE_NAMES = {"float16": "half", "bfloat16": "bfloat16"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,13 +86,16 @@ class Runner:
             solver sets none, or None.
         unsafe: Load a `.keras` backbone even if its Lambda layers would
             run code stored in the file.
+        cache_dir: The folder of the `data.cache: "file"` cache (a run
+            folder's `cache/`), or None when no batches are made.
     """
 
     def __init__(self, spec, checkpoint=None, best_path=None, on_epoch_end=None, on_lr_found=None,
-                 divergence_factor=None, unsafe=False):
+                 divergence_factor=None, unsafe=False, cache_dir=None):
         self.spec = spec  # its "auto" base_lr values are replaced as they are found
         self.on_lr_found = on_lr_found
         self.unsafe = unsafe
+        self.cache_dir = cache_dir
         self.checkpoint = checkpoint
         self.best_path = best_path
         self.on_epoch_end = on_epoch_end
@@ -110,8 +121,7 @@ class Runner:
         if spec.deterministic:
             # Process-wide, and TensorFlow has no public way back.
             tf.config.experimental.enable_op_determinism()
-        if spec.mixed_precision:
-            keras.mixed_precision.set_dtype_policy("mixed_float16")
+        keras.mixed_precision.set_dtype_policy(DTYPE_POLICIES[spec.mixed_precision])
         try:
             with self.strategy.scope():
                 self.trunk = build_trunk(spec.backbone, self.unsafe)
@@ -124,6 +134,11 @@ class Runner:
         self.model = model
         self.enter_stage(0)
         self.data = self._load_data()
+        if spec.mixed_precision and not all(stage.solver.jit_compile for stage in spec.stages):
+            # (XLA, under jit_compile, brings kernels of its own.)
+            errors = _kernel_errors(model, self.data.image_shape, spec.mixed_precision)
+            if errors:
+                raise SpecError(errors)
         return model
 
     def enter_stage(self, index):
@@ -203,7 +218,7 @@ class Runner:
             raise SpecError(errors)
         preprocess = trunk.preprocess if spec.data.normalization == "backbone" else None
         data = load_data(section, spec.seed, channels=self.model.input_shape[-1], classes=spec.head.classes,
-                         preprocess=preprocess)
+                         preprocess=preprocess, cache_dir=self.cache_dir)
         errors = _image_errors(self.model, data.image_shape)
         if len(data.class_names) != spec.head.classes:
             names = ", ".join(data.class_names[:10]) + (" ..." if len(data.class_names) > 10 else "")
@@ -297,8 +312,8 @@ class Runner:
         if verbose:
             print(f"\nStage {plan.index + 1}/{len(self.spec.stages)} '{stage.name}': epochs "
                   f"{first + 1}-{plan.end_epoch} of {plan.steps} steps on "
-                  f"{self.strategy.num_replicas_in_sync} device(s), {solver.optimizer} "
-                  f"base_lr={solver.base_lr} lr_policy={solver.lr_policy}")
+                  f"{self.strategy.num_replicas_in_sync} device(s) in {DTYPE_POLICIES[self.spec.mixed_precision]}, "
+                  f"{solver.optimizer} base_lr={solver.base_lr} lr_policy={solver.lr_policy}")
             print(table.to_string(index=False))
             print(f"Trainable parameters: {table['trainable_params'].sum():,} of {self.model.count_params():,}")
         plateau = None
@@ -320,8 +335,8 @@ class Runner:
         callbacks = [_StepLR(run, stage.name, table["lr_mult"]), *filter(None, [guard, plateau]), best, *extra,
                      epoch_end]
         # shuffle=False: the pipeline orders every epoch itself.
-        self.model.fit(data.train(solver.batch_size, first, plan.end_epoch - first),
-                       steps_per_epoch=plan.steps, validation_data=data.validation(solver.batch_size),
+        self.model.fit(data.train(solver.batch_size, first, plan.end_epoch - first, verbose=verbose),
+                       steps_per_epoch=plan.steps, validation_data=data.validation(solver.batch_size, verbose),
                        initial_epoch=first, epochs=plan.end_epoch, shuffle=False,
                        callbacks=callbacks, verbose=verbose)
         if guard is not None and guard.diverged:
@@ -442,6 +457,30 @@ def _image_errors(model, image_shape):
     if shape is None or any(size is not None and size < 1 for size in shape[1:]):
         return [("$.data.image_size", f"images of {image_shape} are too small for the backbone: "
                                       f"{reason if shape is None else f'its features would be {shape[1:]}'}")]
+    return []
+
+
+def _kernel_errors(model, image_shape, precision):
+    """A forward and backward pass of one blank image in the model's mixed
+    precision: an op that has no kernel of that precision on this machine's
+    device fails here, before training, instead of in the first step.
+    Inference mode, so that no layer's state (BatchNormalization's moving
+    statistics) changes."""
+    images = tf.zeros((1, *image_shape))
+    try:
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            outputs = model(images, training=False)
+        tape.gradient(outputs, [images, *model.trainable_variables])
+    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as error:
+        if _TF_DTYPE_NAMES[precision] not in str(error).lower():
+            raise
+        op = re.search(r"\{\{node (\w+)\}\}", str(error))
+        device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+        return [("$.mixed_precision", f"\"{precision}\": TensorFlow has no {precision} kernel of "
+                                      f"{op.group(1) if op else 'an op of the model'} on this machine's {device}; "
+                                      "choose another precision (or false), or compile every stage with XLA "
+                                      "(solver.jit_compile: true), which has kernels of its own")]
     return []
 
 

@@ -192,7 +192,8 @@ class Augment:
 
 @dataclasses.dataclass(frozen=True)
 class Data(Source):
-    """The training data; `channels` None means the model's input channels."""
+    """The training data; `channels` None means the model's input channels;
+    `cache` is "memory", "file" or False."""
 
     builtin: Optional[str] = None
     classes: Optional[tuple[int, ...]] = None
@@ -203,6 +204,7 @@ class Data(Source):
     normalization: Union[str, Normalization] = "none"
     augment: Augment = Augment()
     shuffle: bool = True
+    cache: Union[bool, str] = False
     on_bad_file: str = "error"
 
 
@@ -231,8 +233,9 @@ class Search:
 @dataclasses.dataclass(frozen=True)
 class Spec:
     """A whole run. `seed`, `deterministic`, `distribute` and
-    `mixed_precision` hold for every stage; `tracking` names where `train`
-    reports it besides its files ("tensorboard", "mlflow")."""
+    `mixed_precision` ("bfloat16", "float16" or False) hold for every
+    stage; `tracking` names where `train` reports it besides its files
+    ("tensorboard", "mlflow")."""
 
     backbone: Backbone
     head: Head
@@ -242,7 +245,7 @@ class Spec:
     seed: int = 0
     deterministic: bool = False
     distribute: Optional[str] = None
-    mixed_precision: bool = False
+    mixed_precision: Union[bool, str] = False
     tracking: tuple[str, ...] = ("tensorboard",)
     search: Optional[Search] = None
 

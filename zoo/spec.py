@@ -37,6 +37,10 @@ MAX_DEPTH = 32
 MAX_INTEGER = 2**63 - 1
 # Weights between the head's Dense layers (float32: 2 GB).
 MAX_HEAD_WEIGHTS = 500_000_000
+# `mixed_precision: true`, which meant float16 until a spec could name the precision.
+MIXED_PRECISION_TRUE = ("true names no precision: choose \"float16\" (what true meant: mixed_float16, with loss "
+                        "scaling) or \"bfloat16\" (mixed_bfloat16, no loss scaling: recent GPUs such as A100 "
+                        "and H100, and TPUs)")
 # What `zoo validate --quick` (`zoo.validate(spec, deep=False)`) says of a valid spec.
 QUICK_VALID = "valid (quick: schema and rules; without --quick the model is built and the data read)"
 
@@ -107,6 +111,8 @@ def load_spec(source):
     """
     if isinstance(source, Spec):  # built in Python: its name still becomes a folder
         errors = _name_errors(source.name)
+        if source.mixed_precision is True:  # an old spec's value
+            errors.append(("$.mixed_precision", MIXED_PRECISION_TRUE))
         if errors:
             raise SpecError(errors)
         return source
@@ -184,14 +190,24 @@ def _described(errors):
             allowed = sorted(error.schema.get("properties", {}))
             for key in sorted(set(error.instance) - set(allowed)):
                 described.append((path + [key], "unknown key" + _unknown_key_hint(key, path, allowed)))
+        elif error.validator == "enum" and path == ["mixed_precision"] and error.instance is True:
+            described.append((path, MIXED_PRECISION_TRUE))
         elif error.validator == "enum" and isinstance(error.instance, str):
             allowed = [str(value) for value in error.validator_value]
             close = difflib.get_close_matches(error.instance, allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            described.append((path, f"{error.instance!r} is not one of {allowed}{hint}"))
+            described.append((path, f"{error.instance!r} is not one of {_as_json(error.validator_value)}{hint}"))
+        elif error.validator == "enum":
+            described.append((path, f"{_as_json([error.instance])[1:-1]} is not one of "
+                                    f"{_as_json(error.validator_value)}"))
         else:
             described.append((path, error.message))
     return described
+
+
+def _as_json(values):
+    """A list of allowed values as a spec writes them: `['memory', 'file', false]`."""
+    return "[" + ", ".join(repr(value) if isinstance(value, str) else json.dumps(value) for value in values) + "]"
 
 
 def _fitting_branch(error):
@@ -375,6 +391,9 @@ def _data_errors(data, backbone, base_dir):
             errors.append(("$.data.validation", "the builtin dataset has its own; use validation_split"))
     if "classes" in data and "builtin" not in data:
         errors.append(("$.data.classes", "only with `builtin`"))
+    if data.get("cache") and "builtin" in data:
+        errors.append(("$.data.cache", f"{json.dumps(data['cache'])} caches decoded image files; the builtin "
+                                       "digits are in memory already: remove it"))
     for path, section in (("$.data", data), ("$.data.validation", data.get("validation", {}))):
         for key in PATH_KEYS:
             is_folder = key in ("folder", "root")

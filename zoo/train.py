@@ -24,6 +24,9 @@ from zoo.spec import QUICK_VALID, SpecError, json_path, load_spec, naming
 RUN_FILES = ("spec.json", "history.csv", "lr_per_step.csv", "lr_find.csv", "lr_find.png", "best.weights.h5",
              "model.keras", "curves.png", "lr.png", "skipped_files.csv", "preset", TENSORBOARD_DIR)
 CHECKPOINT_DIR = "checkpoint"
+# `data.cache: "file"`'s files. Not among RUN_FILES: --overwrite keeps them,
+# and a changed image gets a new file (its name hashes the files it holds).
+CACHE_DIR = "cache"
 # `zoo train` stops a run whose loss is NaN or this many times its first
 # value (a solver's `divergence_factor` overrides it). Looser than a
 # search's 3x: a search drops a bad trial early; a user's run stops only
@@ -142,11 +145,13 @@ def lr_find(spec, stage=0, out_dir=None, verbose=1, unsafe=False):
     and slow layers and its data. Writes `lr_find.csv` and `lr_find.png` to
     `out_dir` (default `runs/<name>-lr-find`; a stage tested again replaces
     its rows) and returns the `LRFinderResult`, whose `suggestions` hold
-    every rule's LR (empty when no LR lowered the loss)."""
+    every rule's LR (empty when no LR lowered the loss). `data.cache` is
+    left off: a sweep reads `num_steps` batches, mostly fewer than an epoch,
+    and the batches are the same, bit for bit, without a cache."""
     source, spec = spec, load_spec(spec)
     if not 0 <= stage < len(spec.stages):
         raise ValueError(f"The spec has {len(spec.stages)} stage(s); there is no stage {stage + 1}.")
-    runner = Runner(spec, unsafe=unsafe)
+    runner = Runner(dataclasses.replace(spec, data=dataclasses.replace(spec.data, cache=False)), unsafe=unsafe)
     with naming(source):
         runner.build()
     result = runner.lr_range_test(stage)
@@ -190,7 +195,8 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
     `base_lr` becomes the LR found), `history.csv` and `lr_per_step.csv`
     (written at every epoch end, with the effective LR of every `lr_mult`
     group), `lr_find.csv` and `lr_find.png` (the LR range tests of "auto"),
-    `best.weights.h5`, `checkpoint/` (the last finished epoch),
+    `best.weights.h5`, `checkpoint/` (the last finished epoch), `cache/`
+    (with `data.cache: "file"`: the decoded images, kept by `overwrite`),
     `skipped_files.csv` (when bad files were skipped), `tensorboard/`
     (with `tracking` "tensorboard", the default), and at the end
     `model.keras` (on the best weights; it loads without this package),
@@ -217,13 +223,14 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
         write_json(paths["spec.json"], to_dict(runner.spec))  # the value found, for a resume and for people
 
     runner = Runner(spec, checkpoint=checkpoint, best_path=paths["best.weights.h5"], on_epoch_end=log.write,
-                    on_lr_found=lr_found, divergence_factor=DIVERGENCE_FACTOR, unsafe=unsafe)
+                    on_lr_found=lr_found, divergence_factor=DIVERGENCE_FACTOR, unsafe=unsafe,
+                    cache_dir=os.path.join(run_dir, CACHE_DIR))
     with naming(source):
         model = runner.build()  # a spec that cannot build fails here, before the folder is touched
     with _RunLock(run_dir):
         # ... and again: another process may have used the folder meanwhile.
         state = _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite)
-        for stale in leftovers(run_dir):  # of a write that a crash cut short
+        for stale in leftovers(run_dir) + leftovers(os.path.join(run_dir, CACHE_DIR)):  # of writes a crash cut short
             remove(stale)
         log.keep_rows(state["lr_rows"] if state else 0)
         if state is None:

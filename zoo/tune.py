@@ -14,7 +14,7 @@ from zoo.runner import Runner
 from zoo.search_space import declare, flat, refined_space, trial_spec, with_defaults
 from zoo.sections import AUTO, spec_from_json, with_base_lr
 from zoo.spec import SpecError, naming, validated_json
-from zoo.train import write_json
+from zoo.train import CACHE_DIR, write_json
 
 TUNERS = {
     "random": kt.RandomSearch,
@@ -53,11 +53,12 @@ class TuneResult:
 class SpecHyperModel(kt.HyperModel):
     """Builds and trains a trial's spec with the same `Runner` as `zoo train`."""
 
-    def __init__(self, spec_json, search, unsafe=False):
+    def __init__(self, spec_json, search, unsafe=False, cache_dir=None):
         super().__init__()
         self.spec_json = spec_json
         self.search = search
         self.unsafe = unsafe
+        self.cache_dir = cache_dir  # `data.cache: "file"`'s, shared by every trial
         self.oracle = None  # the tuner's, set by `make_tuner`: a Hyperband trial reads its parent's LR
         self._builds = {}  # trial values -> builds so far, to number a trial's executions
 
@@ -72,7 +73,8 @@ class SpecHyperModel(kt.HyperModel):
         self._builds[values] = execution + 1
         spec = dataclasses.replace(spec, seed=spec.seed + execution % self.search.executions_per_trial)
         self._auto = spec.stages[0].solver.base_lr == AUTO
-        self._runner = Runner(spec, divergence_factor=self.search.divergence_factor, unsafe=self.unsafe)
+        self._runner = Runner(spec, divergence_factor=self.search.divergence_factor, unsafe=self.unsafe,
+                              cache_dir=self.cache_dir)
         return self._runner.build()
 
     def fit(self, hp, model, *args, callbacks=(), **kwargs):
@@ -105,8 +107,10 @@ class SpecHyperModel(kt.HyperModel):
 
 
 def make_tuner(spec_json, search, directory, project_name, unsafe=False):
-    """The keras-tuner tuner of a `Search` section."""
-    hypermodel = SpecHyperModel(spec_json, search, unsafe)
+    """The keras-tuner tuner of a `Search` section. A `data.cache: "file"`
+    lives in `directory/cache`, for every trial of every search there: the
+    first trial of a data set writes it, the others read it."""
+    hypermodel = SpecHyperModel(spec_json, search, unsafe, cache_dir=os.path.join(directory, CACHE_DIR))
     common = dict(
         hypermodel=hypermodel,
         objective=kt.Objective(search.objective, search.goal),
@@ -158,8 +162,9 @@ def tune(spec, directory=None, refine=False, verbose=1, unsafe=False):
 
     Folder (default `runs/<name>-search`): keras-tuner's own trial files
     (the same call resumes an interrupted search), `trials.csv`,
-    `best_spec.json` (the best trial's complete spec, `search` removed) and
-    `scores.png` (score against the most influential hyperparameters).
+    `best_spec.json` (the best trial's complete spec, `search` removed),
+    `scores.png` (score against the most influential hyperparameters) and,
+    with `data.cache: "file"`, `cache/`, shared by the trials.
     With `refine`, a second search narrowed around the first one's best
     values follows, and its best wins if it is better. Before any trial,
     the spec with every hyperparameter at its first value gets the checks

@@ -496,7 +496,7 @@ def test_the_preset_folder_preprocesses_as_the_run_did(tmp_path, tiny_preset):
 
 
 def test_mixed_precision_model_keras_and_preset(tmp_path, tiny_preset):
-    spec = preset_spec(tiny_preset, mixed_precision=True, head={"classes": 3},
+    spec = preset_spec(tiny_preset, mixed_precision="float16", head={"classes": 3},
                        data={"builtin": "digits", "classes": [0, 1, 2], "normalization": "backbone"})
     result = train(spec, run_dir=tmp_path / "run", verbose=0)
     from keras_hub.models import ImageClassifier

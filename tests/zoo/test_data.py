@@ -1,3 +1,6 @@
+import os
+import shutil
+
 import numpy as np
 import keras
 import pytest
@@ -6,7 +9,7 @@ from zoo.data import load_data
 from zoo.datasets import load_digits
 from zoo.spec import SpecError, load_spec
 from zoo.train import train, validate
-from tests.zoo.conftest import write_spec
+from tests.zoo.conftest import stop_after_one_epoch, write_spec
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +159,108 @@ def test_a_three_channel_backbone_gets_the_digits_in_rgb_without_being_told(tmp_
             "solver": {"base_lr": 0.05, "epochs": 1, "batch_size": 128}, "data": {"builtin": "digits"}}
     result = train(spec, run_dir=tmp_path / "run", verbose=0)
     assert result.model.input_shape == (None, 8, 8, 3) and np.isfinite(result.history["loss"]).all()
+
+
+# --- data.cache -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def photo_files(tmp_path_factory):
+    """36 small RGB images in 3 class folders: JPEG files of 14x12, which
+    the pipeline resizes to 10x10, and PNG files already of 10x10."""
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(36):
+        folder = root / f"class_{i % 3}"
+        folder.mkdir(exist_ok=True)
+        if i % 2:
+            keras.utils.save_img(folder / f"{i}.jpg", rng.integers(0, 256, (14, 12, 3)), scale=False)
+        else:
+            keras.utils.save_img(folder / f"{i}.png", rng.integers(0, 256, (10, 10, 3)), scale=False)
+    return root
+
+
+def photo_data(root, cache, cache_dir=None, seed=5):
+    data = data_spec({"folder": str(root), "image_size": [10, 10], "channels": 3, "validation_split": 0.25,
+                      "augment": {"random_crop": [8, 8], "flip": "horizontal_and_vertical"}, "cache": cache})
+    return load_data(data, seed=seed, channels=3, cache_dir=cache_dir)
+
+
+def all_batches(dataset):
+    return [(x.numpy(), y.numpy()) for x, y in dataset]
+
+
+def assert_same_batches(got, expected):
+    assert len(got) == len(expected)
+    for (x, y), (x2, y2) in zip(got, expected):
+        assert x.dtype == x2.dtype == np.float32
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+
+
+@pytest.mark.parametrize("cache", ["memory", "file"])
+def test_cached_batches_are_the_uncached_ones_bit_for_bit(photo_files, tmp_path, cache):
+    uncached = photo_data(photo_files, False)
+    expected_train, expected_validation = all_batches(uncached.train(5, 0, 2)), all_batches(uncached.validation(5))
+    cached = photo_data(photo_files, cache, tmp_path / "cache")
+    # Two epochs of random crops and flips, and the validation's central crops.
+    assert_same_batches(all_batches(cached.train(5, 0, 2)), expected_train)
+    assert_same_batches(all_batches(cached.validation(5)), expected_validation)
+    # A run resumed at epoch 1 gets epoch 1's batches.
+    resumed = photo_data(photo_files, cache, tmp_path / "cache")
+    assert_same_batches(all_batches(resumed.train(5, 1, 1)), expected_train[uncached.steps(5):])
+    assert expected_train[0][0].shape == (5, 8, 8, 3)
+
+
+def test_the_file_cache_is_written_once_reused_and_renewed_for_a_changed_image(photo_files, tmp_path):
+    root = tmp_path / "photos"
+    shutil.copytree(photo_files, root)
+    folder = tmp_path / "cache"
+    data = photo_data(root, "file", folder)
+    assert data.image_shape == (8, 8, 3) and not folder.exists()  # nothing decoded before batches are asked for
+    first = all_batches(data.train(5, 0, 1))
+    all_batches(data.validation(5))
+    written = {path.name: path.stat().st_mtime_ns for path in folder.iterdir()}
+    assert sorted(name.split("-")[0] for name in written) == ["training", "validation"]
+    cached = np.load(folder / next(name for name in written if name.startswith("training")))
+    assert cached.dtype == np.uint8 and cached.shape == (data.train_size, 10, 10, 3)
+
+    again = photo_data(root, "file", folder)
+    assert_same_batches(all_batches(again.train(5, 0, 1)), first)
+    all_batches(again.validation(5))
+    assert {path.name: path.stat().st_mtime_ns for path in folder.iterdir()} == written  # read, not written
+
+    # A changed image (a new size and modification time) gets its split a new file.
+    changed = sorted(root.rglob("*.jpg"))[0]
+    keras.utils.save_img(changed, np.zeros((16, 16, 3)), scale=False)
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    renewed = photo_data(root, "file", folder)
+    renewed_batches = all_batches(renewed.train(5, 0, 1)), all_batches(renewed.validation(5))
+    assert len(set(os.listdir(folder)) - set(written)) == 1
+    uncached = photo_data(root, False)
+    assert_same_batches(renewed_batches[0], all_batches(uncached.train(5, 0, 1)))
+    assert_same_batches(renewed_batches[1], all_batches(uncached.validation(5)))
+    assert not [name for name in os.listdir(folder) if name.startswith(".")]  # no temporary files left
+
+
+def test_a_train_run_folder_holds_the_file_cache_and_a_resume_reads_it(image_files, tmp_path):
+    root, _, _ = image_files
+    spec = {"backbone": {"name": "small_cnn"}, "head": {"classes": 10},
+            "solver": {"base_lr": 0.05, "epochs": 2, "batch_size": 16},
+            "data": {"folder": str(root), "image_size": [8, 8], "channels": 1, "cache": "file"}}
+    validate(spec)  # reads no batches: writes no cache
+    with pytest.raises(KeyboardInterrupt):
+        train(spec, run_dir=tmp_path / "run", callbacks=[stop_after_one_epoch()], verbose=0)
+    cache = tmp_path / "run" / "cache"
+    written = {path.name: path.stat().st_mtime_ns for path in cache.iterdir()}
+    assert sorted(name.split("-")[0] for name in written) == ["training", "validation"]
+    result = train(spec, run_dir=tmp_path / "run", resume=True, verbose=0)
+    assert len(result.history) == 2 and np.isfinite(result.history["loss"]).all()
+    assert {path.name: path.stat().st_mtime_ns for path in cache.iterdir()} == written
+
+
+def test_the_builtin_digits_take_no_cache():
+    with pytest.raises(SpecError, match=r"\$.data.cache: \"memory\" caches decoded image files; the builtin "
+                                        r"digits are in memory already: remove it"):
+        data_spec({"builtin": "digits", "cache": "memory"})
+    assert data_spec({"builtin": "digits", "cache": False}).cache is False

@@ -173,7 +173,7 @@ def test_a_corrupt_image_is_reported_or_skipped(digit_folder, tmp_path):
         in error.errors
     checked = validate(folder_spec(root, on_bad_file="skip"))
     assert sorted(problem for _, problem in checked.data.skipped) == ["unreadable or corrupt image"] * 2
-    assert checked.data.train_size + len(checked.data._validation[0]) == 24
+    assert checked.data.train_size + checked.data.validation_size == 24
     assert "Skipped 2 unreadable or corrupt images: " in checked.summary()
     result = train(folder_spec(root, on_bad_file="skip"), run_dir=tmp_path / "skipping", verbose=0)
     assert sorted(result.skipped) == sorted(checked.data.skipped)

@@ -172,7 +172,7 @@ def test_no_lr_that_lowers_the_loss_is_a_clear_error_and_a_wider_sweep_resumes(t
 def test_auto_under_mixed_precision_and_the_summary_counts_what_trains(tmp_path, capsys):
     spec = auto_spec()
     del spec["stages"]
-    spec["mixed_precision"] = True
+    spec["mixed_precision"] = "float16"
     spec["frozen"] = [{"up_to": "relu1"}]
     result = train(spec, run_dir=tmp_path / "run", verbose=1)
     out = capsys.readouterr().out

@@ -157,11 +157,30 @@ def test_a_spec_written_out_loads_back_equal_and_mixed_precision_is_run_level(tm
     spec = load_spec(os.path.join(SPECS, "digits_scratch.json"))
     assert load_spec(write_spec(tmp_path, to_dict(spec))) == spec
     raw = minimal()
-    raw["solver"]["mixed_precision"] = True
+    raw["solver"]["mixed_precision"] = "bfloat16"
     with pytest.raises(SpecError, match=r"\$.solver.mixed_precision: unknown key; `mixed_precision` holds for "
                                         r"the whole run: set it at the top level"):
         load_spec(raw)
-    assert load_spec({**minimal(), "mixed_precision": True}).mixed_precision
+    assert load_spec({**minimal(), "mixed_precision": "bfloat16"}).mixed_precision == "bfloat16"
+
+
+def test_mixed_precision_names_its_precision_and_true_is_refused_with_the_choices():
+    import dataclasses
+
+    assert load_spec(minimal()).mixed_precision is False
+    for precision in ("bfloat16", "float16", False):
+        assert load_spec({**minimal(), "mixed_precision": precision}).mixed_precision == precision
+    expected = ('true names no precision: choose "float16" (what true meant: mixed_float16, with loss scaling) '
+                'or "bfloat16" (mixed_bfloat16, no loss scaling: recent GPUs such as A100 and H100, and TPUs)')
+    with pytest.raises(SpecError) as error:
+        load_spec({**minimal(), "mixed_precision": True})
+    assert error.value.errors == [("$.mixed_precision", expected)]
+    with pytest.raises(SpecError) as error:  # a Spec built in Python, as before
+        load_spec(dataclasses.replace(load_spec(minimal()), mixed_precision=True))
+    assert error.value.errors == [("$.mixed_precision", expected)]
+    with pytest.raises(SpecError, match=r"\$.mixed_precision: 'bf16' is not one of \['bfloat16', 'float16', false\]; "
+                                        r"did you mean 'bfloat16'\?"):
+        load_spec({**minimal(), "mixed_precision": "bf16"})
 
 
 def test_integer_fields_refuse_whole_number_floats():

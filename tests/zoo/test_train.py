@@ -1,3 +1,4 @@
+import importlib
 import json
 import re
 import subprocess
@@ -10,9 +11,9 @@ import pytest
 
 from callbacks._files import write_atomically
 from zoo.cli import main
-from zoo.spec import load_spec
-from zoo.train import RunError, train
-from tests.zoo.conftest import write_spec
+from zoo.spec import SpecError, load_spec
+from zoo.train import RunError, train, validate
+from tests.zoo.conftest import stop_after_one_epoch, write_spec
 
 
 def test_stages_freeze_then_unfreeze_and_carry_weights(spec_dir, tmp_path):
@@ -81,7 +82,7 @@ def test_cli_validate_list_and_train(spec_dir, tmp_path, capsys):
 
 
 def test_mixed_precision_and_jit_compile_switches(tmp_path):
-    spec = {"backbone": {"name": "small_cnn"}, "head": {"classes": 10}, "mixed_precision": True,
+    spec = {"backbone": {"name": "small_cnn"}, "head": {"classes": 10}, "mixed_precision": "float16",
             "solver": {"base_lr": 0.05, "epochs": 1, "jit_compile": True,
                        "steps_per_execution": 4, "lr_policy": "exp", "gamma": 0.99},
             "data": {"builtin": "digits"}}
@@ -97,6 +98,56 @@ def test_mixed_precision_and_jit_compile_switches(tmp_path):
     assert result.lr_per_step["lr"].tolist() == pytest.approx([0.05 * 0.99**i for i in range(steps)], rel=1e-5)
     assert result.history["lr"].iloc[0] == pytest.approx(0.05 * 0.99 ** (steps - 1), rel=1e-5)
     assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
+
+
+@pytest.mark.parametrize("precision, policy, loss_scaling", [("bfloat16", "mixed_bfloat16", False),
+                                                           ("float16", "mixed_float16", True)])
+def test_each_mixed_precision_trains_saves_and_resumes(tmp_path, capsys, precision, policy, loss_scaling):
+    spec = {"backbone": {"name": "small_cnn"}, "head": {"classes": 10}, "mixed_precision": precision,
+            "deterministic": True, "solver": {"base_lr": 0.05, "epochs": 2, "batch_size": 64},
+            "data": {"builtin": "digits"}}
+    whole = train(spec, run_dir=tmp_path / "whole", verbose=1)
+    assert f"on 1 device(s) in {policy}, sgd" in capsys.readouterr().out  # the stage header says it
+    model = whole.model
+    assert model.get_layer("conv1").dtype_policy.name == policy
+    assert model.get_layer("head_classifier").dtype_policy.name == "float32"
+    # Keras scales the loss for float16 only: bfloat16 has float32's range.
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == loss_scaling
+    assert np.isfinite(whole.history["loss"]).all() and whole.history["val_accuracy"].iloc[-1] > 0.5
+    assert json.loads((tmp_path / "whole" / "spec.json").read_text())["mixed_precision"] == precision
+    loaded = keras.saving.load_model(tmp_path / "whole" / "model.keras")
+    assert loaded.get_layer("conv1").dtype_policy.name == policy
+    assert isinstance(loaded.optimizer, keras.optimizers.LossScaleOptimizer) == loss_scaling
+    # A resumed run goes on from its checkpoint (loss scale included) to the same end.
+    with pytest.raises(KeyboardInterrupt):
+        train(spec, run_dir=tmp_path / "part", callbacks=[stop_after_one_epoch()], verbose=0)
+    resumed = train(spec, run_dir=tmp_path / "part", resume=True, verbose=0)
+    pd.testing.assert_frame_equal(resumed.history, whole.history)
+    for a, b in zip(resumed.model.get_weights(), whole.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
+
+
+def test_a_precision_without_kernels_is_a_spec_error_before_training(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    def with_lgamma(input_shape, classes):  # TensorFlow has no bfloat16 Lgamma kernel on CPU
+        inputs = keras.Input(input_shape)
+        x = keras.layers.Conv2D(4, 3, name="conv1")(inputs)
+        x = keras.layers.Lambda(lambda t: tf.math.lgamma(keras.ops.exp(t)), name="lgamma")(x)
+        return keras.Model(inputs, keras.layers.ReLU(name="relu3")(x))
+
+    # The module: the attribute `zoo.small_cnn` is the function.
+    monkeypatch.setattr(importlib.import_module("zoo.small_cnn"), "small_cnn", with_lgamma)
+    spec = {"backbone": {"name": "small_cnn"}, "head": {"classes": 10}, "mixed_precision": "bfloat16",
+            "solver": {"base_lr": 0.05, "epochs": 1}, "data": {"builtin": "digits"}}
+    with pytest.raises(SpecError) as error:
+        validate(spec)
+    ((where, message),) = error.value.errors
+    assert where == "$.mixed_precision"
+    assert message.startswith("\"bfloat16\": TensorFlow has no bfloat16 kernel of Lgamma on this machine's CPU")
+    # XLA has its own: compiled, the same network builds.
+    assert validate({**spec, "solver": {**spec["solver"], "jit_compile": True}}).model is not None
 
 
 def test_a_diverging_run_stops_keeps_its_folder_and_exits_1(tmp_path, capsys):

@@ -112,6 +112,30 @@ def test_a_multi_stage_spec_is_searched_stage_by_stage(tmp_path):
         tune(write_spec(tmp_path, spec, "hb.json"), directory=tmp_path / "hb", verbose=0)
 
 
+def test_the_trials_share_one_file_cache_in_the_search_folder(tmp_path, monkeypatch):
+    import keras
+    import numpy as np
+
+    from zoo.data import ImageData
+    from zoo.datasets import load_digits
+
+    (x, y), _ = load_digits(validation_split=0.0, seed=0)
+    for i, (image, label) in enumerate(zip(x[:60], y[:60])):
+        (tmp_path / "images" / str(label)).mkdir(parents=True, exist_ok=True)
+        keras.utils.save_img(tmp_path / "images" / str(label) / f"{i}.png", np.round(image * 255), scale=False)
+    decodes = []
+    decode_into = ImageData._decode_into
+    monkeypatch.setattr(ImageData, "_decode_into", lambda self, paths, array: (
+        decodes.append(len(paths)), decode_into(self, paths, array)))
+    spec = search_spec({"solver.base_lr": {"type": "choice", "values": [0.01, 0.05]}}, tuner="grid")
+    spec["data"] = {"folder": str(tmp_path / "images"), "image_size": [8, 8], "cache": "file"}
+    result = tune(write_spec(tmp_path, spec), directory=tmp_path / "s", verbose=0)
+    assert len(result.trials) == 2 and (result.trials["status"] == "COMPLETED").all()
+    # The first trial wrote the training and validation images; the second read them.
+    assert decodes == [48, 12]
+    assert sorted(name.split("-")[0] for name in os.listdir(tmp_path / "s" / "cache")) == ["training", "validation"]
+
+
 def test_hyperband_uses_epoch_budgets(tmp_path):
     spec = search_spec(LR, tuner="hyperband", max_epochs=2, factor=2)
     result = tune(write_spec(tmp_path, spec), directory=tmp_path / "s", verbose=0)
