@@ -31,7 +31,6 @@ says so at the end. On a CPU, make it small:
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -42,6 +41,7 @@ import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from _machine import processor  # noqa: E402
 from callbacks import BestWeights, CaffeLR, PlateauDecay  # noqa: E402
 from zoo.optimizers import make_optimizer  # noqa: E402
 
@@ -152,7 +152,7 @@ def main():
     bare_name = names[0]
     bare, bare_first = statistics.median(steady[bare_name]), statistics.median(first[bare_name])
     print(f"\n{getattr(device, 'device_kind', device.platform)} ({device.platform}); keras {keras.__version__} "
-          f"on jax {jax.__version__}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+          f"on jax {jax.__version__}; {processor()}")
     print(f"ResNet50 {args.image_size}x{args.image_size}, batch {args.batch}, {args.steps} steps an epoch; "
           f"{args.rounds} rounds x {args.epochs} epochs a fit, after one warm-up fit each")
     print(f"| {'configuration':<46} | median epoch | ratio to bare | first epoch of a repeated fit | ratio |")

@@ -36,7 +36,6 @@ at least as fast as image_dataset_from_directory, and with a cache at least
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 
@@ -46,6 +45,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from _machine import processor  # noqa: E402
 from zoo.data import load_data  # noqa: E402
 from zoo.spec import load_spec  # noqa: E402
 
@@ -147,13 +147,7 @@ def measure(folder, args, epochs, rounds):
 
 
 def machine():
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores; TensorFlow {tf.__version__}, Keras {keras.__version__}"
+    return f"{processor()}; TensorFlow {tf.__version__}, Keras {keras.__version__}"
 
 
 def main():

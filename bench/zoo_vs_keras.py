@@ -26,7 +26,6 @@ side by side in this run. It runs on TensorFlow, as `zoo train` does.
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -34,10 +33,10 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
+from _machine import processor  # noqa: E402
 from zoo.datasets import load_digits  # noqa: E402
 
 SIZE, BATCH, CLASSES, SEED = 96, 32, 10, 0
@@ -142,7 +141,7 @@ def main():
         return [s for i, s in enumerate(timer.seconds) if i % args.epochs]
 
     hand, zoo_run = "hand-written Keras", "zoo train"
-    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; keras {keras.__version__} "
+    print(f"\n{processor()}; keras {keras.__version__} "
           f"on tensorflow {tf.__version__}; MobileNetV3Small {SIZE}x{SIZE}, batch {BATCH}, {args.epochs} epochs "
           f"of 45 steps, {args.rounds} runs each")
     print("| | total (median) | epoch after the first (median) |")

@@ -75,8 +75,8 @@ class ControlledLR(LearningRateSchedule):
             float), restored at the end of the fit.
         fit_token: the `params` dict of the fit that installed it.
 
-    An LR callback sets `schedule` (`set_schedule`); `PlateauDecay` sets the
-    scale (`set_scale`). With a learning-rate variable (`level_variable`),
+    An LR callback sets the schedule (`set_schedule`); `PlateauDecay` sets
+    the scale (`set_scale`). With a learning-rate variable (`level_variable`),
     the step computes `level_variable * schedule's shape`; without one,
     `schedule(iteration) * scale`, the scale a `keras.Variable` outside the
     optimizer (not an optimizer variable: that would change the optimizer's
@@ -108,6 +108,12 @@ class ControlledLR(LearningRateSchedule):
     def shape_key(self):
         """What the compiled step holds as constants: the schedule's shape."""
         return _NO_SCHEDULE if self.schedule is None else self.schedule._shape_key()
+
+    def set_schedule(self, schedule):
+        """Make `schedule` drive the LR from now on (its level, at once)."""
+        self.schedule = schedule
+        if self.level_variable is not None:
+            self._update_level()
 
     def set_scale(self, scale):
         """Multiply the level by `scale` from now on; True when the compiled
@@ -179,8 +185,8 @@ def attach(model, fit_params):
 
 def _compiled(model):
     """The train functions built here for `model`, by shape key. A train
-    function not among them means a new `compile()` (or a fit without zoo
-    callbacks since): they are dropped."""
+    function not among them was built by Keras after a `compile()`: the kept
+    ones, compiled for the old optimizer, are dropped."""
     functions = _train_functions.get(model)
     if functions is None or not any(f is model.train_function for f in functions.values()):
         functions = _train_functions[model] = {}
@@ -202,6 +208,7 @@ def _use_train_function(model, controller):
 
 
 def _rebuild(model, key):
+    """Build a new train function for `model` and keep it under `key`."""
     functions = _compiled(model)
     if keras.backend.backend() == "jax":
         # JAX shares one compiled step among all live jit wrappers of equal
@@ -209,7 +216,7 @@ def _rebuild(model, key):
         # functions kept here, and the one Keras builds after a compile(),
         # would run whichever traced first. Each build gets its own function.
         own = model.__dict__.get("train_step")
-        model.train_step = functools.partial(own or type(model).train_step.__get__(model))
+        model.train_step = functools.partial(own or model.train_step)
         try:
             model.make_train_function(force=True)
         finally:
@@ -231,9 +238,7 @@ def set_schedule(model, fit_params, schedule):
             f"{type(controller.schedule).__name__} and {type(schedule).__name__}. "
             "Pass one; wrap it in `Warmup(...)` to add a warmup."
         )
-    controller.schedule = schedule
-    if controller.level_variable is not None:
-        controller._update_level()
+    controller.set_schedule(schedule)
     _use_train_function(model, controller)
 
 
