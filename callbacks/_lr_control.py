@@ -29,7 +29,6 @@ written then.
 """
 
 import functools
-import weakref
 
 import numpy as np
 from keras import ops
@@ -46,8 +45,10 @@ _NO_SCHEDULE = None
 # Where the function rebuilt for an optimizer without a learning-rate variable
 # is kept (never reused: the next fit rebuilds it).
 _REBUILT = ("rebuilt",)
-# model -> {shape key: train function}, since the model's last compile().
-_train_functions = weakref.WeakKeyDictionary()
+# The model attribute that holds {shape key: train function} since its last
+# compile(). On the model, not in a module-level table: the functions refer
+# to the model, and would keep it alive.
+_TRAIN_FUNCTIONS = "_zoo_train_functions"
 
 
 def _base_optimizer(optimizer):
@@ -187,9 +188,11 @@ def _compiled(model):
     """The train functions built here for `model`, by shape key. A train
     function not among them was built by Keras after a `compile()`: the kept
     ones, compiled for the old optimizer, are dropped."""
-    functions = _train_functions.get(model)
+    functions = model.__dict__.get(_TRAIN_FUNCTIONS)
     if functions is None or not any(f is model.train_function for f in functions.values()):
-        functions = _train_functions[model] = {}
+        functions = {}
+        # Past Keras's attribute tracking: these are no state of the model.
+        object.__setattr__(model, _TRAIN_FUNCTIONS, functions)
     return functions
 
 

@@ -69,7 +69,8 @@ class Warmup(LRScheduleCallback):
 
     def _relative_lr(self, iteration):
         start = self.start_lr / self._level()
-        ramp = start + (self._after_warmup(self.warmup_steps) - start) * (
+        end = self._after_warmup(ops.convert_to_tensor(self.warmup_steps, "int32"))
+        ramp = start + (end - start) * (
             ops.cast(iteration, "float32") / self.warmup_steps
         )
         return ops.where(iteration < self.warmup_steps, ramp, self._after_warmup(iteration))

@@ -2,9 +2,11 @@
 schedule's shape is compiled in (`callbacks._lr_control`). Traces are counted
 by the Python body of `train_step`, which runs once a trace."""
 
+import gc
 import os
 import subprocess
 import sys
+import weakref
 
 import keras
 import pytest
@@ -104,6 +106,7 @@ def test_an_optimizer_built_with_a_schedule_recompiles_at_every_fit():
 
 JAX_WITHOUT_TENSORFLOW = """
 import sys
+import weakref
 import keras, numpy as np
 from callbacks import BestWeights, CaffeLR, DivergenceGuard, PlateauDecay
 from zoo.optimizers import make_optimizer
@@ -124,3 +127,16 @@ def test_the_callbacks_and_the_layerwise_optimizer_run_on_jax_without_tensorflow
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == ["jax", "False"]
+
+
+def test_a_model_fitted_with_the_callbacks_is_freed_like_any_other():
+    # The compiled steps kept for a model refer to it: they must not keep it alive.
+    def fitted(callbacks):
+        model, _ = counting_model(keras.optimizers.SGD(learning_rate=0.1))
+        fit(model, callbacks)
+        return weakref.ref(model)
+
+    bare, with_callbacks = fitted([]), fitted(zoo_callbacks(0.1))
+    gc.collect()
+    assert bare() is None
+    assert with_callbacks() is None
