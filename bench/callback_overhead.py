@@ -20,12 +20,12 @@ misses steps under `steps_per_execution > 1`.
 import argparse
 import os
 import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 
+from _common import EpochTimer  # noqa: E402
 from callbacks import (  # noqa: E402
     BestWeights,
     CaffeLR,
@@ -38,17 +38,6 @@ from zoo.datasets import load_digits  # noqa: E402
 from zoo.small_cnn import small_cnn  # noqa: E402
 
 BATCH = 32
-
-
-class EpochTimer(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 class PerBatchAssign(keras.callbacks.Callback):

@@ -33,7 +33,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 os.environ["KERAS_BACKEND"] = "jax"
 
@@ -41,25 +40,11 @@ import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _machine import processor  # noqa: E402
+from _common import EpochTimer, processor  # noqa: E402
 from callbacks import BestWeights, CaffeLR, PlateauDecay  # noqa: E402
 from zoo.optimizers import make_optimizer  # noqa: E402
 
 CLASSES = 10
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Goes last: times each epoch, the other callbacks' epoch end included."""
-
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        float(logs["loss"])  # waits for the epoch's last step
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 class PerBatchAssign(keras.callbacks.Callback):

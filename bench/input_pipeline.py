@@ -45,7 +45,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from _machine import processor  # noqa: E402
+from _common import processor  # noqa: E402
 from zoo.data import load_data  # noqa: E402
 from zoo.spec import load_spec  # noqa: E402
 

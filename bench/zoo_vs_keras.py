@@ -36,22 +36,11 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
-from _machine import processor  # noqa: E402
+from _common import EpochTimer, processor  # noqa: E402
 from zoo.datasets import load_digits  # noqa: E402
 
 SIZE, BATCH, CLASSES, SEED = 96, 32, 10, 0
 BASE_LR, GAMMA, STEPSIZE = 0.01, 0.1, 90
-
-
-class EpochTimer(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.seconds = getattr(self, "seconds", [])
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 def spec(weights, epochs):
@@ -120,25 +109,22 @@ def main():
                                         input_shape=(SIZE, SIZE, 3)).save_weights(weights)
 
     totals = {"hand-written Keras": [], "zoo train": []}
-    epochs = {name: EpochTimer() for name in totals}
+    steady = {name: [] for name in totals}  # every epoch but each run's first (which traces the step)
     for round_index in range(args.rounds):
         order = list(totals) if round_index % 2 == 0 else list(totals)[::-1]
         for name in order:
             keras.backend.clear_session()
             folder = os.path.join(work, f"{name.split()[0]}-{round_index}")
             os.makedirs(folder)
+            timer = EpochTimer()
             start = time.perf_counter()
             if name == "zoo train":
-                zoo.train(spec(weights, args.epochs), run_dir=folder, overwrite=True, callbacks=[epochs[name]],
-                          verbose=0)
+                zoo.train(spec(weights, args.epochs), run_dir=folder, overwrite=True, callbacks=[timer], verbose=0)
             else:
-                by_hand(weights, args.epochs, folder, epochs[name])
+                by_hand(weights, args.epochs, folder, timer)
             totals[name].append(time.perf_counter() - start)
+            steady[name] += timer.seconds[1:]
             print(f"round {round_index + 1}/{args.rounds}: {name} {totals[name][-1]:.1f} s", flush=True)
-
-    def steady(timer):
-        # Each fit's first epoch traces the step: drop it.
-        return [s for i, s in enumerate(timer.seconds) if i % args.epochs]
 
     hand, zoo_run = "hand-written Keras", "zoo train"
     print(f"\n{processor()}; keras {keras.__version__} "
@@ -148,9 +134,9 @@ def main():
     print("|---|---:|---:|")
     for name in (hand, zoo_run):
         print(f"| {name} | {statistics.median(totals[name]):.1f} s | "
-              f"{statistics.median(steady(epochs[name])):.2f} s |")
+              f"{statistics.median(steady[name]):.2f} s |")
     print(f"| ratio zoo / hand-written | {statistics.median(totals[zoo_run]) / statistics.median(totals[hand]):.3f} "
-          f"| {statistics.median(steady(epochs[zoo_run])) / statistics.median(steady(epochs[hand])):.3f} |")
+          f"| {statistics.median(steady[zoo_run]) / statistics.median(steady[hand]):.3f} |")
 
 
 if __name__ == "__main__":
