@@ -31,8 +31,9 @@ class Snapshot:
 
     @property
     def values(self):
-        """The values taken, as tensors on the device."""
-        return [copy.value for copy in self._copies]
+        """Copies of the values taken, as tensors on the device (copies:
+        what a caller does with them cannot reach this snapshot)."""
+        return [_own_buffer(copy.value) for copy in self._copies]
 
     def restore(self):
         for variable, copy in zip(self.variables, self._copies):
