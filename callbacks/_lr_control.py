@@ -40,7 +40,7 @@ from keras.saving import (
     serialize_keras_object,
 )
 
-# The shape key of a fit without an LR schedule: the train function Keras builds.
+# The shape key of a fit without an LR schedule (the optimizer's own learning rate).
 _NO_SCHEDULE = None
 # Where the function rebuilt for an optimizer without a learning-rate variable
 # is kept (never reused: the next fit rebuilds it).
