@@ -332,13 +332,16 @@ def _divergence_message(spec, outcome, paths):
             f"{kept}")
 
 
-def _with_unfinished_sweeps(recorded, given):
-    """`recorded` (a run's spec.json) with the `lr_finder` of `given` in
-    each stage whose "auto" base_lr it has not found: a sweep that found
-    nothing may be widened, and the run resumed."""
+def _with_resumable_changes(recorded, given):
+    """`recorded` (a run's spec.json) with what a resume may change taken
+    from `given`: the `lr_finder` of each stage whose "auto" base_lr it has
+    not found (a sweep that found nothing may be widened, and the run
+    resumed), and `data.cache` (cached batches are the uncached ones, bit
+    for bit)."""
     stages = [dataclasses.replace(done, solver=dataclasses.replace(done.solver, lr_finder=stage.solver.lr_finder))
               if done.solver.base_lr == AUTO else done for done, stage in zip(recorded.stages, given.stages)]
-    return dataclasses.replace(recorded, stages=tuple(stages) + recorded.stages[len(stages):])
+    return dataclasses.replace(recorded, stages=tuple(stages) + recorded.stages[len(stages):],
+                               data=dataclasses.replace(recorded.data, cache=given.data.cache))
 
 
 class _RunLock:
@@ -391,7 +394,7 @@ def _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite):
                        "(resume=True), or start it again with --overwrite (overwrite=True).")
     recorded = load_spec(paths["spec.json"])
     given = resolve_auto(spec, recorded)
-    changed = differences(to_dict(_with_unfinished_sweeps(recorded, given)), to_dict(given))
+    changed = differences(to_dict(_with_resumable_changes(recorded, given)), to_dict(given))
     if changed:
         raise RunError(f"Cannot resume {run_dir}: the spec differs from its spec.json at "
                        f"{', '.join(changed)}. Resume with the same spec, or start again with --overwrite.")

@@ -8,7 +8,7 @@ import pytest
 from zoo.data import load_data
 from zoo.datasets import load_digits
 from zoo.spec import SpecError, load_spec
-from zoo.train import train, validate
+from zoo.train import RunError, train, validate
 from tests.zoo.conftest import stop_after_one_epoch, write_spec
 
 
@@ -264,3 +264,19 @@ def test_the_builtin_digits_take_no_cache():
                                         r"digits are in memory already: remove it"):
         data_spec({"builtin": "digits", "cache": "memory"})
     assert data_spec({"builtin": "digits", "cache": False}).cache is False
+
+
+def test_a_resume_may_turn_the_cache_on_and_nothing_else(image_files, tmp_path):
+    root, _, _ = image_files
+    spec = {"backbone": {"name": "small_cnn"}, "head": {"classes": 10},
+            "solver": {"base_lr": 0.05, "epochs": 2, "batch_size": 16},
+            "data": {"folder": str(root), "image_size": [8, 8], "channels": 1}}
+    with pytest.raises(KeyboardInterrupt):
+        train(spec, run_dir=tmp_path / "run", callbacks=[stop_after_one_epoch()], verbose=0)
+    faster = {**spec, "data": {**spec["data"], "cache": "file"}}
+    with pytest.raises(RunError, match=r"differs from its spec.json at \$.stages\[0\].solver.base_lr\. Resume"):
+        train({**faster, "solver": {**spec["solver"], "base_lr": 0.1}}, run_dir=tmp_path / "run", resume=True)
+    result = train(faster, run_dir=tmp_path / "run", resume=True, verbose=0)
+    assert len(result.history) == 2 and np.isfinite(result.history["loss"]).all()
+    assert sorted(path.name.split("-")[0] for path in (tmp_path / "run" / "cache").iterdir()) == [
+        "training", "validation"]
