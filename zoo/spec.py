@@ -193,7 +193,7 @@ def _described(errors):
         elif error.validator == "enum" and path == ["mixed_precision"] and error.instance is True:
             described.append((path, MIXED_PRECISION_TRUE))
         elif error.validator == "enum" and isinstance(error.instance, str):
-            allowed = [str(value) for value in error.validator_value]
+            allowed = [value for value in error.validator_value if isinstance(value, str)]
             close = difflib.get_close_matches(error.instance, allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             described.append((path, f"{error.instance!r} is not one of {_as_json(error.validator_value)}{hint}"))
@@ -206,7 +206,8 @@ def _described(errors):
 
 
 def _as_json(values):
-    """A list of allowed values as a spec writes them: `['memory', 'file', false]`."""
+    """Allowed values as a spec writes them, strings quoted as in the
+    rest of a message: `['memory', 'file', false]`."""
     return "[" + ", ".join(repr(value) if isinstance(value, str) else json.dumps(value) for value in values) + "]"
 
 
@@ -229,13 +230,14 @@ def _no_alternative(error):
     they allow, the closest one, and the other kinds of value."""
     allowed, kinds = [], []
     for branch in error.validator_value:
-        allowed += [str(v) for v in branch.get("enum", [])] + ([str(branch["const"])] if "const" in branch else [])
+        allowed += branch.get("enum", []) + ([branch["const"]] if "const" in branch else [])
         if branch.get("type") not in (None, "string"):
             kinds.append(f"an {branch['type']}" if branch["type"][0] in "aeiou" else f"a {branch['type']}")
-    close = difflib.get_close_matches(error.instance, allowed, n=1) or difflib.get_close_matches(
-        error.instance.lower(), allowed, n=1)
+    strings = [value for value in allowed if isinstance(value, str)]
+    close = difflib.get_close_matches(error.instance, strings, n=1) or difflib.get_close_matches(
+        error.instance.lower(), strings, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{error.instance!r} is not one of {allowed}" + "".join(f" nor {kind}" for kind in kinds) + hint
+    return f"{error.instance!r} is not one of {_as_json(allowed)}" + "".join(f" nor {kind}" for kind in kinds) + hint
 
 
 def _unknown_key_hint(key, path, allowed):

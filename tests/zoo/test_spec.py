@@ -222,6 +222,8 @@ def test_a_run_name_is_a_plain_name(name):
 
 @pytest.mark.parametrize("change, path, message", [
     ({"distribute": "multi_worker"}, "$.distribute", "'multi_worker' is not one of ['mirrored']"),
+    ({"data": {"folder": ".", "image_size": [8, 8], "cache": "memroy"}}, "$.data.cache",
+     "'memroy' is not one of ['memory', 'file', false]; did you mean 'memory'?"),
     ({"data": {"builtin": "digits", "image_size": [8, 8], "augment": {"random_crop": [9, 8]}}},
      "$.data.augment.random_crop",
      "[9, 8] is larger than the images, [8, 8]"),
