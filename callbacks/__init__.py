@@ -1,5 +1,6 @@
 """Keras callbacks for fine-tuning: Caffe LR policies, cyclical LR, warmup,
-plateau decay, best-weight early stopping, an LR range test and a divergence guard.
+plateau decay, best-weight early stopping, an LR range test, a divergence guard
+and precise BatchNorm statistics.
 
 Every LR callback is also a `keras.optimizers.schedules.LearningRateSchedule`.
 """
@@ -12,6 +13,7 @@ from callbacks.cyclic_lr import CyclicLR
 from callbacks.divergence_guard import DivergenceGuard
 from callbacks.lr_finder import LRFinder, LRFinderResult, find_lr
 from callbacks.plateau_decay import PlateauDecay
+from callbacks.precise_bn import PreciseBN, recompute_batchnorm
 from callbacks.warmup import Warmup
 
 __all__ = [
@@ -23,8 +25,10 @@ __all__ = [
     "LRFinderResult",
     "LRScheduleCallback",
     "PlateauDecay",
+    "PreciseBN",
     "Warmup",
     "current_lr",
     "find_lr",
     "lr_per_step",
+    "recompute_batchnorm",
 ]
