@@ -159,3 +159,44 @@ def test_jax_make_train_function_jits_model_train_step_as_found_when_it_builds()
     del model.train_step
     model.train_on_batch(X, Y)
     assert calls, "make_train_function no longer jits `model.train_step` as found when it builds"
+
+
+BN_X = np.arange(32, dtype="float32").reshape(8, 4)
+
+
+def batchnorm_model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Dense(1)(keras.layers.BatchNormalization(name="bn")(inputs, training=False))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def test_a_functional_graph_overrides_training_false_at_a_layers_call_site():
+    # Why zoo/batchnorm.py replaces a layer's `call` for "inference" mode:
+    # `fit` trains the statistics of a layer called with `training=False`.
+    # When this fails, Keras honours the call site again: the replacement
+    # could go, and the comment there must change.
+    model = batchnorm_model()
+    model.train_on_batch(BN_X, Y[:, :1])
+    assert np.any(ops.convert_to_numpy(model.get_layer("bn").moving_mean) != 0)
+
+
+def test_fit_runs_a_layers_own_call_attribute():
+    # zoo/batchnorm.py sets an instance's `call` to run a BatchNormalization
+    # layer in inference mode while its gamma and beta train.
+    from zoo.batchnorm import set_modes
+
+    model = batchnorm_model()
+    bn = model.get_layer("bn")
+    set_modes(model, {"bn": ("inference", None)})
+    model.train_on_batch(BN_X, Y[:, :1])
+    np.testing.assert_array_equal(ops.convert_to_numpy(bn.moving_mean), np.zeros(4),
+                                  err_msg="Keras no longer calls a layer's own `call` attribute")
+    assert np.any(ops.convert_to_numpy(bn.beta) != 0), "gamma and beta must still train"
+    set_modes(model, {"bn": ("train", None)})
+    assert "call" not in vars(bn)
+    model.compile(optimizer="sgd", loss="mse")  # as every stage does: a new train function
+    model.train_on_batch(BN_X, Y[:, :1])
+    assert np.any(ops.convert_to_numpy(bn.moving_mean) != 0)

@@ -11,16 +11,17 @@ def _validate(args):
     from zoo.spec import QUICK_VALID, SpecError, load_spec
 
     if not args.quick:
-        from zoo.train import validate
+        from zoo.train import print_warnings, validate
     status = 0
     for path in args.specs:
         try:
             if args.quick:  # as `validate(path, deep=False)`, without importing zoo.train (and Keras)
                 load_spec(path)
-                summary = QUICK_VALID
+                print(f"{path}: {QUICK_VALID}")
             else:
-                summary = validate(path, unsafe=args.unsafe).summary()
-            print(f"{path}: {summary}")
+                validation = validate(path, unsafe=args.unsafe)
+                print(f"{path}: {validation.summary()}")
+                print_warnings(validation.warnings)  # the spec stays valid: no change to the exit status
         except SpecError as error:
             print(error, file=sys.stderr)
             status = 1

@@ -14,6 +14,7 @@ the same order: cached and uncached batches are the same, bit for bit.
 Batches are prefetched while the model trains.
 """
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -25,7 +26,8 @@ import tensorflow as tf
 
 from callbacks._files import write_atomically
 from zoo.datasets import DIGITS_SIZE, load_digits, shuffle_split
-from zoo.spec import SpecError
+from zoo.sections import Normalization
+from zoo.spec import SpecError, crop_errors
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # Salts that give each random op of a batch its own stream.
@@ -39,6 +41,11 @@ _FILL_BATCH = 256
 
 def load_data(data, seed, channels, classes=None, preprocess=None, cache_dir=None):
     """The `ImageData` of a `Data` section, every file checked before training.
+
+    Image files are decoded at `data.image_size`; without one, at the size
+    of the files, when they all have the same (else a `SpecError` at
+    `$.data.image_size` counts the sizes found). The builtin digits are
+    8x8 unless `data.image_size` says otherwise.
 
     Args:
         data: `zoo.sections.Data`.
@@ -64,12 +71,16 @@ def load_data(data, seed, channels, classes=None, preprocess=None, cache_dir=Non
     empty.
     """
     channels = data.channels or channels
+    if isinstance(data.normalization, Normalization):
+        errors = data.normalization.channel_errors(channels, "$.data.normalization")
+        if errors:
+            raise SpecError(errors)
     bad = BadFiles(data.on_bad_file)
     if data.builtin:
-        (x, y), (x_val, y_val) = load_digits(validation_split=data.validation_split, seed=seed)
-        kept = list(data.classes or range(10))
-        train, validation = _only(x, y, kept), _only(x_val, y_val, kept)
-        names, decode = [str(c) for c in kept], None
+        train, validation = load_digits(validation_split=data.validation_split, seed=seed, classes=data.classes,
+                                        per_class=data.per_class, limit=data.limit,
+                                        validation_count=data.validation_count)
+        names = [str(c) for c in data.classes or range(10)]
     else:
         paths, labels, names = read_source(data, "$.data", bad, classes)
         if data.validation is not None:
@@ -77,9 +88,9 @@ def load_data(data, seed, channels, classes=None, preprocess=None, cache_dir=Non
             validation = read_source(data.validation, "$.data.validation", bad, classes, names)[:2]
         else:
             train, validation = shuffle_split(paths, labels, data.validation_split, seed)
-        train = bad.readable(*train, "$.data", channels)
-        validation = bad.readable(*validation, "$.data.validation" if data.validation else "$.data", channels)
-        decode = _decoder(data.image_size, channels)
+        train, train_sizes = bad.readable(*train, "$.data", channels)
+        validation, validation_sizes = bad.readable(*validation, "$.data.validation" if data.validation else "$.data",
+                                                    channels)
     bad.check()
     for part, where, (paths, _) in (("training", "$.data", train),
                                     ("validation", "$.data.validation" if data.validation else "$.data.validation_split",
@@ -87,6 +98,12 @@ def load_data(data, seed, channels, classes=None, preprocess=None, cache_dir=Non
         if len(paths) == 0:
             raise SpecError([(where, f"no {part} images: {len(train[0]) + len(validation[0])} usable in all, "
                                      f"{len(bad.skipped)} bad files skipped")])
+    if not data.builtin and data.image_size is None:
+        data = dataclasses.replace(data, image_size=_common_size(np.concatenate([train_sizes, validation_sizes])))
+    errors = crop_errors(data.augment.random_crop, data.image_size or DIGITS_SIZE)
+    if errors:
+        raise SpecError(errors)
+    decode = None if data.builtin else _decoder(data.image_size, channels)
     return ImageData(data, seed, channels, train, validation, names, decode, preprocess, bad.skipped, cache_dir)
 
 
@@ -118,11 +135,13 @@ class BadFiles:
         self.found.setdefault((where, problem), []).append(item)
 
     def readable(self, paths, labels, where, channels):
-        """The `(paths, labels)` whose image decodes, as training will decode it."""
-        good = _decodable(paths, channels)
+        """`((paths, labels), sizes)` of the files whose image decodes, as
+        training will decode it; `sizes` holds each one's `(height, width)`."""
+        sizes = _decoded_sizes(paths, channels)
+        good = sizes[:, 0] > 0
         for path in np.asarray(paths)[~good]:
             self.add(where, "unreadable or corrupt image", str(path))
-        return np.asarray(paths)[good], np.asarray(labels)[good]
+        return (np.asarray(paths)[good], np.asarray(labels)[good]), sizes[good]
 
     @property
     def skipped(self):
@@ -334,8 +353,9 @@ class ImageData:
             return self._preprocess(images if files else images * 255.0), labels
         if files:
             images = images / 255.0
-        if not isinstance(data.normalization, str):
-            images = (images - data.normalization.mean) / data.normalization.std
+        if isinstance(data.normalization, Normalization):
+            mean, std = data.normalization.mean_and_std()  # numbers, or tuples over the channels
+            images = (images - mean) / std
         return images, labels
 
 
@@ -369,13 +389,14 @@ def _shape_and_size(shape):
 
 def scale_and_offset(normalization):
     """`(scale, offset)` such that `pixels * scale + offset`, on [0, 255]
-    pixels, is what `normalization` gives the model; None for "backbone"
-    (the backbone's own)."""
+    pixels, is what `normalization` gives the model, each a number or a
+    tuple of one per channel (as KerasHub's image converters take them);
+    None for "backbone" (the backbone's own)."""
     if normalization == "backbone":
         return None
     if normalization == "none":
         return 1 / 255.0, 0.0
-    return 1 / (255.0 * normalization.std), -normalization.mean / normalization.std
+    return normalization.scale_and_offset()
 
 
 def _salted(key, salt):
@@ -386,12 +407,6 @@ def _random_flip(images, axis, seed):
     # One coin per image, so a batch mixes flipped and unflipped images.
     flip = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed=seed) < 0.5
     return tf.where(flip, tf.reverse(images, [axis]), images)
-
-
-def _only(x, y, classes):
-    keep = np.isin(y, classes)
-    relabel = {c: i for i, c in enumerate(classes)}
-    return x[keep], np.array([relabel[label] for label in y[keep]], dtype="int32")
 
 
 def read_source(source, where, bad, classes=None, class_names=None):
@@ -512,22 +527,35 @@ def _csv_rows(source, where, bad):
     return rows
 
 
-def _decodable(paths, channels):
-    """A boolean mask: which files decode as images (one parallel pass with
-    the decoder training uses)."""
+def _decoded_sizes(paths, channels):
+    """The `(height, width)` of each file decoded as training decodes it
+    (one parallel pass), `(0, 0)` for a file that does not decode."""
+    sizes = np.zeros((len(paths), 2), int)
     if len(paths) == 0:
-        return np.zeros(0, bool)
+        return sizes
 
     def decode(index, path):
         image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
-        return index, tf.shape(image)  # the shape makes the decode run (an unused one is pruned)
+        return index, tf.shape(image)[:2]  # the shape makes the decode run (an unused one is pruned)
 
     indices = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), np.asarray(paths, dtype=str)))
     decoded = indices.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors().batch(4096)
-    good = np.zeros(len(paths), bool)
-    for batch, _ in decoded.as_numpy_iterator():
-        good[batch] = True
-    return good
+    for batch, shapes in decoded.as_numpy_iterator():
+        sizes[batch] = shapes
+    return sizes
+
+
+def _common_size(sizes):
+    """The one `(height, width)` of the `sizes` of the image files, for a
+    `data.image_size` not given; a `SpecError` when they differ."""
+    found, counts = np.unique(sizes, axis=0, return_counts=True)
+    if len(found) == 1:
+        return tuple(int(side) for side in found[0])
+    shown = ", ".join(f"{height}x{width}: {count:,} file{'s' if count != 1 else ''}" for (height, width), count in
+                      sorted(zip(found.tolist(), counts.tolist()), key=lambda pair: -pair[1])[:BadFiles.SHOWN])
+    more = f", and {len(found) - BadFiles.SHOWN} more sizes" if len(found) > BadFiles.SHOWN else ""
+    raise SpecError([("$.data.image_size", f"not given, and the image files have {len(found)} sizes (height x "
+                                           f"width: {shown}{more}): set data.image_size to resize them to one")])
 
 
 def _decoder(size, channels):

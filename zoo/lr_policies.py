@@ -5,7 +5,9 @@ without Keras.
 their arguments with these functions in `__init__`; the spec loader
 (`zoo.spec`) runs the same functions on a spec's solver without building a
 schedule, so `zoo validate --quick` imports no Keras and both say the same
-thing: the rule and the value received, as Keras does.
+thing: the rule and the value received, as Keras does. A spec may give a
+schedule's lengths as a share of its stage (`"stepsize": "40%"`):
+`in_iterations` turns them into iterations before a schedule is built.
 
 ```
 caffe_arguments("step", 0.01, gamma=0.1)
@@ -17,8 +19,10 @@ need `keras.ops`, stay with the callbacks.
 """
 
 import difflib
+import fractions
 import math
 import numbers
+import re
 
 # --- argument checks that say the rule and the value received, as Keras does
 
@@ -129,6 +133,33 @@ def cyclic_arguments(base_lr, max_lr, step_size, mode="triangular", gamma=1.0):
         "mode": one_of("mode", mode, list(CYCLIC_MODES)),
         "gamma": number("gamma", gamma, minimum=0),
     }
+
+
+# --- lengths given as a share of the stage, so that a recipe carries over between datasets and budgets
+
+# "40%", "12.5%": at most 3 digits before the point and 12 after (no field needs more).
+_PERCENTAGE = re.compile(r"([0-9]{1,3}(?:\.[0-9]{1,12})?)%")
+
+
+def percentage(name, value, context=""):
+    """The share of the stage's iterations that a percentage string such
+    as `"40%"` or `"12.5%"` gives: a `fractions.Fraction` in (0, 1]."""
+    match = _PERCENTAGE.fullmatch(value) if isinstance(value, str) else None
+    share = fractions.Fraction(match.group(1)) / 100 if match else None
+    if share is None or not 0 < share <= 1:
+        _fail(name, "a percentage of the stage's iterations, > 0% and <= 100%, such as \"40%\" or \"12.5%\"",
+              value, context)
+    return share
+
+
+def in_iterations(name, value, iterations, context=""):
+    """`value` in iterations: an integer as given, a percentage string
+    (`percentage`) as that share of `iterations`, rounded to the nearest
+    integer (halves up) and at least 1: "40%" of 150 is 60, "12.5%" of 100
+    is 13."""
+    if not isinstance(value, str):
+        return value
+    return max(1, math.floor(percentage(name, value, context) * iterations + fractions.Fraction(1, 2)))
 
 
 def warmup_arguments(warmup_steps, start_lr=0.0):

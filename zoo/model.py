@@ -124,28 +124,46 @@ def _describe(group):
     return f"{key} {list(value) if isinstance(value, tuple) else value}"
 
 
-def configure_layers(model, frozen, slow, path=()):
+def chosen_groups(model, groups, path, layer_type=None):
+    """`{layer name: group}`: the group of `groups` (selectors at JSON path
+    `path`) that picks each layer; a layer picked by several takes the most
+    specific one (the longest literal pattern; ties go to the group listed
+    first). With `layer_type` (a layer class), only layers of that type
+    count, and a group that picks none is a SpecError."""
+    of_type = None if layer_type is None else {layer.name for layer in model.layers if isinstance(layer, layer_type)}
+    choice = {}
+    for index, group in enumerate(groups):
+        picked = selected_layers(model, group, path + [index])
+        if of_type is not None:
+            picked = [name for name in picked if name in of_type]
+            if not picked:
+                key, value = _selector(group)
+                raise SpecError([(json_path(path + [index, key]), f"{value!r} matches no {layer_type.__name__} "
+                                                                  f"layer; the model has {len(of_type)}")])
+        for name in picked:
+            current = choice.get(name)
+            if current is None or _specificity(group) > _specificity(current):
+                choice[name] = group
+    return choice
+
+
+def configure_layers(model, frozen, slow, path=(), also_frozen=()):
     """Set `trainable` per layer and resolve each layer's multipliers.
 
-    Every layer starts trainable; `frozen` selectors and `lr_mult: 0` freeze
-    (a frozen BatchNormalization runs in inference mode). A layer picked by
-    several `slow` groups takes the most specific one (the longest literal
-    pattern; ties go to the group listed first).
+    Every layer starts trainable; `frozen` selectors, the layers named in
+    `also_frozen` and `lr_mult: 0` freeze (a frozen BatchNormalization runs
+    in inference mode). A layer picked by several `slow` groups takes the
+    most specific one (`chosen_groups`).
 
     Returns `(table, lr_mult, decay_mult)`: a DataFrame with one row per
     group (group, lr_mult, decay_mult, layers, trainable_params) and the
     multipliers keyed by variable path, for `make_optimizer`.
     """
     path = list(path)
-    frozen_names = set()
+    frozen_names = set(also_frozen)
     for index, group in enumerate(frozen):
         frozen_names.update(selected_layers(model, group, path + ["frozen", index]))
-    choice = {}
-    for index, group in enumerate(slow):
-        for name in selected_layers(model, group, path + ["slow", index]):
-            current = choice.get(name)
-            if current is None or _specificity(group) > _specificity(current):
-                choice[name] = group
+    choice = chosen_groups(model, slow, path + ["slow"])
     rows, lr_mult, decay_mult = {}, {}, {}
     for layer in model.layers:
         group = choice.get(layer.name)

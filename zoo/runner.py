@@ -8,15 +8,17 @@ import re
 import keras
 import tensorflow as tf
 
-from callbacks import BestWeights, DivergenceGuard, PlateauDecay, find_lr, lr_per_step
+from callbacks import (BestWeights, DivergenceGuard, PlateauDecay, PreciseBN, find_lr, lr_per_step,
+                       recompute_batchnorm)
 from zoo.backbones import build_trunk
+from zoo.batchnorm import batchnorm_layers, describe_modes, layer_modes, set_modes
 from zoo.data import load_data
-from zoo.datasets import DIGITS_SIZE
 from zoo.errors import SpecError, first_line, json_path
 from zoo.model import HEAD_PREFIX, build_network, compile_stage, configure_layers, selected_layers
 from zoo.reports import lr_column
 from zoo.sections import AUTO, Stage, to_dict, with_base_lr
-from zoo.spec import crop_errors
+from zoo.solver import sized_solver, stage_iterations
+from zoo.spec import schedule_errors
 
 # The Keras dtype policy of each `mixed_precision`: variables stay float32;
 # Keras wraps the optimizer in a LossScaleOptimizer for mixed_float16 only
@@ -105,6 +107,7 @@ class Runner:
         self.trunk = None  # the backbone's `zoo.backbones.Trunk`, built by `build`
         self.no_preset = None  # why a KerasHub backbone's network gets no preset folder
         self.data = None  # the spec's `ImageData`, loaded by `build`
+        self.batchnorm_modes = None  # `{layer: (mode, momentum)}` of the stage the model is configured for
         self._stage = None  # (index, lr_mult table) of the stage the model is compiled for
 
     # --- building -------------------------------------------------------
@@ -130,10 +133,10 @@ class Runner:
                 self.no_preset = self.trunk.preset_writer.problem(spec.head)
         finally:
             keras.mixed_precision.set_dtype_policy("float32")
-        _check_selectors(model, spec.stages)
+        _check_selectors(model, spec.stages, self.trunk.pretrained)
         self.model = model
+        self.data = self._load_data()  # before compiling: a schedule's percentages are shares of the stage
         self.enter_stage(0)
-        self.data = self._load_data()
         if spec.mixed_precision and not all(stage.solver.jit_compile for stage in spec.stages):
             # (XLA, under jit_compile, brings kernels of its own.)
             errors = _kernel_errors(model, self.data.image_shape, spec.mixed_precision)
@@ -142,13 +145,20 @@ class Runner:
         return model
 
     def enter_stage(self, index):
-        """Configure the model's layers for stage `index` and compile its
-        optimizer; returns the `lr_mult` table. A `base_lr` still "auto"
-        compiles at `lr_finder.min_lr` (the sweep sets its own LR)."""
+        """Configure the model's layers for stage `index` (frozen, slow,
+        BatchNormalization modes) and compile its optimizer; returns the
+        `lr_mult` table. A `base_lr` still "auto" compiles at
+        `lr_finder.min_lr` (the sweep sets its own LR)."""
         stage = self.spec.stages[index]
-        table, lr_mult, decay_mult = configure_layers(self.model, stage.frozen, stage.slow,
-                                                      stage_path(self.spec.stages, index))
-        solver = stage.solver
+        path = stage_path(self.spec.stages, index)
+        modes = layer_modes(self.model, stage.batchnorm, self.trunk.pretrained, path)
+        table, lr_mult, decay_mult = configure_layers(
+            self.model, stage.frozen, stage.slow, path,
+            also_frozen=[name for name, (mode, _) in modes.items() if mode == "frozen"])
+        set_modes(self.model, modes)
+        self.batchnorm_modes = modes
+        # The schedule's percentages become iterations of the stage (`plan` checks every stage's).
+        solver = sized_solver(stage.solver, stage_iterations(stage.solver, self.plan()[index].steps))
         if solver.base_lr == AUTO:
             solver = dataclasses.replace(solver, base_lr=solver.lr_finder.min_lr)
         with self.strategy.scope():
@@ -208,14 +218,8 @@ class Runner:
                                                       "give {\"mean\", \"std\"} or \"none\"")])
         section = spec.data
         if section.image_size is None:
+            # None still when the backbone's input size is not fixed: the files' own size (`load_data`).
             section = dataclasses.replace(section, image_size=trunk.image_size)
-        if section.image_size is None and not section.builtin:
-            raise SpecError([("$.data.image_size", "required: the size images are resized to (the backbone's "
-                                                   "input size is not fixed, nor given by a preset's converter)")])
-        size = section.image_size or (DIGITS_SIZE if section.builtin else None)
-        errors = crop_errors(section.augment.random_crop, size)
-        if errors:
-            raise SpecError(errors)
         preprocess = trunk.preprocess if spec.data.normalization == "backbone" else None
         data = load_data(section, spec.seed, channels=self.model.input_shape[-1], classes=spec.head.classes,
                          preprocess=preprocess, cache_dir=self.cache_dir)
@@ -229,13 +233,20 @@ class Runner:
         return data
 
     def plan(self):
-        """The `StagePlan` of every stage (`max_iter` rounds up to whole epochs)."""
-        plans, first = [], 0
+        """The `StagePlan` of every stage (`max_iter` rounds up to whole
+        epochs). Raises `SpecError` where a stage's length breaks its
+        schedule (stepvalue percentages of a short stage that round to one
+        iteration): before the first stage compiles."""
+        plans, first, errors = [], 0, []
         for index, stage in enumerate(self.spec.stages):
             steps = self.data.steps(stage.solver.batch_size)
             epochs = stage.solver.epochs or math.ceil(stage.solver.max_iter / steps)
+            errors += schedule_errors(stage.solver, stage_path(self.spec.stages, index) + ["solver"],
+                                      stage_iterations(stage.solver, steps))
             plans.append(StagePlan(index, stage, first, epochs, steps))
             first += epochs
+        if errors:
+            raise SpecError(errors)
         return plans
 
     # --- training -------------------------------------------------------
@@ -289,8 +300,11 @@ class Runner:
         run.reference_loss = state["reference_loss"]
         run.start = state["epoch"]
         if state["stage_ended"]:
-            # As after an uninterrupted stage: the model goes on from the best weights so far.
+            # As after an uninterrupted stage: the model goes on from the best
+            # weights so far, their statistics recomputed if the stage asks.
             _restore_best(self._best_weights(plans[index], run, None, verbose), self.model)
+            if plans[index].stage.batchnorm.recompute:
+                recompute_batchnorm(self.model, *self._recompute_batches(plans[index]))
             return index + 1
         run.plateau_state = state["plateau"]
         return index
@@ -316,6 +330,9 @@ class Runner:
                   f"{solver.optimizer} base_lr={solver.base_lr} lr_policy={solver.lr_policy}")
             print(table.to_string(index=False))
             print(f"Trainable parameters: {table['trainable_params'].sum():,} of {self.model.count_params():,}")
+            if self.batchnorm_modes:
+                print(f"BatchNormalization layers: {describe_modes(self.batchnorm_modes)}"
+                      + _recompute_note(stage.batchnorm, plan.steps))
         plateau = None
         if solver.plateau is not None:
             plateau = PlateauDecay(verbose=verbose, **to_dict(solver.plateau))
@@ -332,8 +349,10 @@ class Runner:
         epoch_end = _EpochEnd(self, run, plan, plateau, guard, best)
         # The guard goes before the callbacks that watch metrics: it blanks
         # the logs of an epoch it stopped, which no one should take as progress.
+        # PreciseBN goes last: at the end of a stage it recomputes the statistics
+        # of the weights BestWeights (and the guard) put back.
         callbacks = [_StepLR(run, stage.name, table["lr_mult"]), *filter(None, [guard, plateau]), best, *extra,
-                     epoch_end]
+                     epoch_end, *filter(None, [self._precise_bn(plan, verbose)])]
         # shuffle=False: the pipeline orders every epoch itself.
         self.model.fit(data.train(solver.batch_size, first, plan.end_epoch - first, verbose=verbose),
                        steps_per_epoch=plan.steps, validation_data=data.validation(solver.batch_size, verbose),
@@ -344,6 +363,23 @@ class Runner:
         run.best_state = best.get_state()
         run.reference_loss = guard.reference_loss if guard else run.reference_loss
         return best
+
+
+    def _precise_bn(self, plan, verbose):
+        """The stage's `PreciseBN` (`batchnorm.recompute`), or None."""
+        recompute = plan.stage.batchnorm.recompute
+        if not recompute:
+            return None
+        return PreciseBN(*self._recompute_batches(plan), when="epoch" if recompute == "epoch" else "train_end",
+                         verbose=verbose)
+
+    def _recompute_batches(self, plan):
+        """`(batches, num_batches)` that a stage recomputes its statistics
+        over: the first `recompute_batches` of the stage's first epoch, the
+        same whether the stage was resumed or not."""
+        settings = plan.stage.batchnorm
+        return (self.data.train(plan.stage.solver.batch_size, plan.first_epoch, 1),
+                min(settings.recompute_batches, plan.steps))
 
 
 @dataclasses.dataclass
@@ -432,6 +468,14 @@ class _EpochEnd(keras.callbacks.Callback):
             })
 
 
+def _recompute_note(settings, steps):
+    """How the stage's `batchnorm.recompute` runs, for its header."""
+    if not settings.recompute:
+        return ""
+    when = "before every validation" if settings.recompute == "epoch" else "at the end of the stage"
+    return f"; statistics recomputed {when} over {min(settings.recompute_batches, steps)} batches"
+
+
 def _restore_best(best, model):
     # BestWeights reads its best weights back at train begin and puts them
     # in the model at train end: its own protocol, without a fit.
@@ -484,17 +528,29 @@ def _kernel_errors(model, image_shape, precision):
     return []
 
 
-def _check_selectors(model, stages):
-    """Every frozen/slow selector of every stage must pick a layer: checked
-    before any training, all such errors at once."""
+def _check_selectors(model, stages, pretrained):
+    """Every frozen/slow selector of every stage must pick a layer, and
+    every `batchnorm.layers` selector a BatchNormalization layer: checked
+    before any training, all such errors at once. A `batchnorm` section
+    that asks for more than a mode needs BatchNormalization layers."""
     errors = []
+    has_batchnorm = bool(batchnorm_layers(model))
     for index, stage in enumerate(stages):
+        path = stage_path(stages, index)
         for key in ("frozen", "slow"):
             for position, group in enumerate(getattr(stage, key)):
                 try:
-                    selected_layers(model, group, stage_path(stages, index) + [key, position])
+                    selected_layers(model, group, path + [key, position])
                 except SpecError as error:
                     errors += error.errors
+        try:
+            layer_modes(model, stage.batchnorm, pretrained, path)
+        except SpecError as error:
+            errors += error.errors
+        asked = [key for key in ("momentum", "recompute") if getattr(stage.batchnorm, key)]
+        if asked and not has_batchnorm:
+            errors.append((json_path(path + ["batchnorm", asked[0]]), "the model has no BatchNormalization "
+                                                                     "layer: remove it"))
     if errors:
         raise SpecError(list(dict.fromkeys(errors)))
 

@@ -9,8 +9,9 @@ equal the keyword arguments of what a section builds (`Plateau` ->
 `to_dict(spec)` writes a spec out as JSON-able data (the run folder's
 `spec.json`) and `from_dict(Spec, data)` reads it back to an equal object.
 A spec's stages are resolved: a stage's solver is the top-level `solver`
-with the stage's own fields on top, and a stage without `frozen` or `slow`
-takes the top-level ones. A spec without `stages` is one stage, `train`.
+with the stage's own fields on top (its `batchnorm` likewise), and a stage
+without `frozen` or `slow` takes the top-level ones. A spec without
+`stages` is one stage, `train`.
 """
 
 import dataclasses
@@ -21,6 +22,73 @@ from typing import Optional, Union
 # `Solver.base_lr` when an LR range test picks it.
 AUTO = "auto"
 
+# A number for every channel, or one number per channel.
+PerChannel = Union[float, tuple[float, ...]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """The pixels a model takes, in one of two forms: `(x - mean) / std`
+    on [0, 1] pixels, or `x * scale + offset` on [0, 255] pixels (as
+    KerasHub's image converters define them). Each value is a number, or a
+    tuple of one per channel; the two forms convert into each other:
+    `scale = 1 / (255 * std)`, `offset = -mean / std`.
+
+    Example:
+
+    ```python
+    imagenet = Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    minus_one_to_one = Normalization(scale=2 / 255, offset=-1.0)
+    ```
+    """
+
+    mean: Optional[PerChannel] = None
+    std: Optional[PerChannel] = None
+    scale: Optional[PerChannel] = None
+    offset: Optional[PerChannel] = None
+
+    def __post_init__(self):
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+        received = ", ".join(f"{name}={value!r}" for name, value in given.items()) or "none"
+        if list(given) not in (["mean", "std"], ["scale", "offset"]):
+            raise ValueError(f"Give `mean` and `std` (on [0, 1] pixels) or `scale` and `offset` (on [0, 255] "
+                             f"pixels). Received: {received}")
+        if len({len(value) for value in given.values() if isinstance(value, (list, tuple))}) > 1:
+            raise ValueError(f"Per-channel values must have the same length, one value per channel. "
+                             f"Received: {received}")
+
+    def mean_and_std(self):
+        """`(mean, std)`: the same normalization as `(x - mean) / std` on [0, 1] pixels."""
+        if self.mean is not None:
+            return self.mean, self.std
+        return (_per_channel(lambda scale, offset: -offset / (255.0 * scale), self.scale, self.offset),
+                _per_channel(lambda scale: 1 / (255.0 * scale), self.scale))
+
+    def scale_and_offset(self):
+        """`(scale, offset)`: the same normalization as `x * scale + offset` on [0, 255] pixels."""
+        if self.scale is not None:
+            return self.scale, self.offset
+        return (_per_channel(lambda std: 1 / (255.0 * std), self.std),
+                _per_channel(lambda mean, std: -mean / std, self.mean, self.std))
+
+    def channel_errors(self, channels, where):
+        """`(json_path, message)` of each per-channel value that does not
+        have one value for each of `channels`; `where` is this section's JSON path."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return [(f"{where}.{name}", f"{len(value)} values, one per channel, for images of {channels} "
+                                    f"channel{'s' if channels != 1 else ''}")
+                for name, value in values.items() if isinstance(value, (list, tuple)) and len(value) != channels]
+
+
+def _per_channel(formula, *values):
+    """`formula` of the numbers `values`, or, when some hold one number per
+    channel, a tuple of it for each channel (a number holds for every channel)."""
+    lengths = {len(value) for value in values if isinstance(value, (list, tuple))}
+    if not lengths:
+        return formula(*values)
+    return tuple(formula(*(value[channel] if isinstance(value, (list, tuple)) else value for value in values))
+                 for channel in range(lengths.pop()))
+
 
 @dataclasses.dataclass(frozen=True)
 class Backbone:
@@ -28,7 +96,8 @@ class Backbone:
     keras.applications `name` (with `weights`), a saved `.keras` `model`,
     or a KerasHub `preset` (`zoo.backbones`). The head goes on the layer
     `cut_at` (a pyramid level such as `"P4"` for a preset), by default on
-    the backbone's feature output."""
+    the backbone's feature output. `preprocessing` tells a saved model's
+    input preprocessing, which it does not know itself."""
 
     name: Optional[str] = None
     weights: Optional[str] = None
@@ -36,6 +105,7 @@ class Backbone:
     model: Optional[str] = None
     preset: Optional[str] = None
     cut_at: Optional[str] = None
+    preprocessing: Optional[Normalization] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,10 +154,37 @@ class SlowGroup(Selector):
 
 
 @dataclasses.dataclass(frozen=True)
+class BatchNormGroup(Selector):
+    """BatchNormalization layers with their own `mode` and `momentum`."""
+
+    mode: Optional[str] = None
+    momentum: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchNorm:
+    """How a stage runs its BatchNormalization layers (`zoo.batchnorm`).
+
+    `mode` is "inference" (running statistics, also in training; gamma and
+    beta train), "train" (Keras's default) or "frozen" (no updates); None
+    means "inference" for a pretrained trunk and "train" from scratch.
+    `momentum` replaces the layers' own. `recompute` (True: at the end of
+    the stage; "epoch": before every validation) recomputes the running
+    statistics over `recompute_batches` training batches (`PreciseBN`).
+    `layers` give selected layers their own mode and momentum."""
+
+    mode: Optional[str] = None
+    momentum: Optional[float] = None
+    recompute: Union[bool, str] = False
+    recompute_batches: int = 100
+    layers: tuple[BatchNormGroup, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class Warmup:
     """`callbacks.Warmup`'s arguments."""
 
-    warmup_steps: int
+    warmup_steps: Union[int, str]
     start_lr: float = 0.0
 
 
@@ -139,11 +236,11 @@ class Solver:
     lr_policy: str = "fixed"
     gamma: Optional[float] = None
     power: Optional[float] = None
-    stepsize: Optional[int] = None
-    stepvalue: Optional[tuple[int, ...]] = None
-    max_iter: Optional[int] = None
+    stepsize: Optional[Union[int, str]] = None
+    stepvalue: Optional[tuple[Union[int, str], ...]] = None
+    max_iter: Optional[Union[int, str]] = None
     max_lr: Optional[float] = None
-    step_size: Optional[int] = None
+    step_size: Optional[Union[int, str]] = None
     warmup: Optional[Warmup] = None
     weight_decay: float = 0.0
     regularization_type: str = "L2"
@@ -164,6 +261,7 @@ class Stage:
     solver: Solver
     frozen: tuple[Selector, ...] = ()
     slow: tuple[SlowGroup, ...] = ()
+    batchnorm: BatchNorm = BatchNorm()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,12 +277,6 @@ class Source:
 
 
 @dataclasses.dataclass(frozen=True)
-class Normalization:
-    mean: float
-    std: float
-
-
-@dataclasses.dataclass(frozen=True)
 class Augment:
     flip: Optional[str] = None
     random_crop: Optional[tuple[int, int]] = None
@@ -193,11 +285,17 @@ class Augment:
 @dataclasses.dataclass(frozen=True)
 class Data(Source):
     """The training data; `channels` None means the model's input channels;
-    `cache` is "memory", "file" or False."""
+    `cache` is "memory", "file" or False. The builtin digits take a subset
+    (`zoo.datasets.load_digits`): `classes`, `per_class` or `limit`
+    training images, `validation_count` validation images (instead of
+    `validation_split`)."""
 
     builtin: Optional[str] = None
     classes: Optional[tuple[int, ...]] = None
+    per_class: Optional[int] = None
+    limit: Optional[int] = None
     validation_split: float = 0.2
+    validation_count: Optional[int] = None
     validation: Optional[Source] = None
     image_size: Optional[tuple[int, int]] = None
     channels: Optional[int] = None
@@ -256,6 +354,7 @@ def spec_from_json(raw):
     if isinstance(raw.get("tracking"), str):  # one name, or "none"
         raw["tracking"] = [] if raw["tracking"] == "none" else [raw["tracking"]]
     solver = raw.pop("solver", {})
+    batchnorm = raw.pop("batchnorm", {})
     top = {key: raw.pop(key, []) for key in ("frozen", "slow")}
     stages = raw.pop("stages", None) or [{"name": "train"}]
     raw["stages"] = [
@@ -263,16 +362,17 @@ def spec_from_json(raw):
             "name": stage.get("name", f"stage{index + 1}"),
             "frozen": stage.get("frozen", top["frozen"]),
             "slow": stage.get("slow", top["slow"]),
-            "solver": stage_solver(solver, stage.get("solver", {})),
+            "solver": stage_section(solver, stage.get("solver", {})),
+            "batchnorm": stage_section(batchnorm, stage.get("batchnorm", {})),
         }
         for index, stage in enumerate(stages)
     ]
     return from_dict(Spec, raw)
 
 
-def stage_solver(top, own):
-    """A stage's JSON solver: the top-level `solver` with the stage's own
-    fields on top (each replaces the top-level field whole)."""
+def stage_section(top, own):
+    """A stage's JSON `solver` or `batchnorm`: the top-level section with
+    the stage's own fields on top (each replaces the top-level field whole)."""
     return {**top, **own}
 
 
@@ -308,6 +408,8 @@ def _convert(hint, value):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         if isinstance(value, dict):
             hint = next(a for a in options if dataclasses.is_dataclass(a))
+        elif isinstance(value, list):  # a number or a list of them (`PerChannel`)
+            hint = next(a for a in options if typing.get_origin(a) is tuple)
         else:
             hint = next((a for a in options if not dataclasses.is_dataclass(a)), options[0])
         return _convert(hint, value)

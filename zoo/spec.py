@@ -21,20 +21,27 @@ import jsonschema
 
 from zoo import search_space
 from zoo import backbones
+from zoo.datasets import digits_subset_errors
 from zoo.errors import SpecError, json_path
-from zoo.lr_policies import lr_finder_arguments
-from zoo.sections import AUTO, Solver, Spec, from_dict, spec_from_json, stage_solver, to_dict
-from zoo.solver import CYCLIC_MODES, check_schedule
+from zoo.lr_policies import lr_finder_arguments, percentage
+from zoo.sections import AUTO, Data, Normalization, Solver, Spec, from_dict, spec_from_json, stage_section, to_dict
+from zoo.solver import CYCLIC_MODES, check_schedule, sized_solver
 
 SELECTOR_KEYS = ("match", "regex", "up_to", "indices")
 FILE_SOURCES = ("folder", "listing", "csv")
 PATH_KEYS = FILE_SOURCES + ("root",)
+# The `data` keys that take a subset of the builtin digits (`zoo.datasets.load_digits`).
+DIGITS_SUBSET_KEYS = ("per_class", "limit", "validation_count")
 # Fields that hold for a whole run, by the section they used to be in.
 MOVED_TO_TOP = {"solver": ("mixed_precision",), "data": ("seed",)}
 # A spec is a few levels deep; anything far deeper is a mistake (or an attack on the parser).
 MAX_DEPTH = 32
 # No field holds a larger integer; bigger ones overflow C integers downstream.
 MAX_INTEGER = 2**63 - 1
+# The stage length the quick checks size a schedule's percentages ("40%")
+# against when `epochs` gives it: long enough that distinct percentages stay
+# distinct iterations.
+NOMINAL_STAGE_ITERATIONS = 10**7
 # Weights between the head's Dense layers (float32: 2 GB).
 MAX_HEAD_WEIGHTS = 500_000_000
 # `mixed_precision: true`, which meant float16 until a spec could name the precision.
@@ -273,9 +280,9 @@ def semantic_errors(spec, base_dir, invalid=()):
     if data is not None:
         errors += _data_errors(data, backbone, base_dir)
     stages = spec.get("stages", [])
-    selectors = [[key] for key in ("frozen", "slow")]
+    selectors = [["frozen"], ["slow"], ["batchnorm", "layers"]]
     if isinstance(stages, list):
-        selectors += [["stages", index, key] for index in range(len(stages)) for key in ("frozen", "slow")]
+        selectors += [["stages", index, *key] for index in range(len(stages)) for key in selectors[:3]]
     for path in selectors:
         groups = checked(*path, default=[])
         if groups is not None:
@@ -304,7 +311,7 @@ def _checked(spec, invalid, path, default=None):
 
 def _stage_solvers(spec, invalid=()):
     """`(path, Solver)` of each stage, resolved as `spec_from_json` resolves
-    it (`stage_solver`). The
+    it (`stage_section`). The
     Solver is None where one of those did not pass the schema (`invalid`,
     as for `_checked`); the list is empty when `stages` is not a list."""
     top = _checked(spec, invalid, ("solver",), default={})
@@ -315,7 +322,7 @@ def _stage_solvers(spec, invalid=()):
     for index in range(len(stages) or 1):
         own = _checked(spec, invalid, ("stages", index, "solver"), default={}) if stages else {}
         where = ["stages", index, "solver"] if stages else ["solver"]
-        solvers.append((where, None if top is None or own is None else from_dict(Solver, stage_solver(top, own))))
+        solvers.append((where, None if top is None or own is None else from_dict(Solver, stage_section(top, own))))
     return solvers
 
 
@@ -391,8 +398,16 @@ def _data_errors(data, backbone, base_dir):
             errors.append(("$.data.validation", f"give exactly one of folder, listing, csv; got {given or 'none'}"))
         if "builtin" in data:
             errors.append(("$.data.validation", "the builtin dataset has its own; use validation_split"))
-    if "classes" in data and "builtin" not in data:
-        errors.append(("$.data.classes", "only with `builtin`"))
+    for key in ("classes",) + DIGITS_SUBSET_KEYS:
+        if key in data and "builtin" not in data:
+            errors.append((f"$.data.{key}", "only with `builtin`"))
+    if "validation_split" in data and "validation_count" in data:
+        errors.append(("$.data.validation_count", "not with `validation_split`: give the validation images as "
+                                                  "a count or as a share, not both"))
+    elif "builtin" in data:
+        errors += [(f"$.data.{argument}", message) for argument, message in digits_subset_errors(
+            data.get("classes"), data.get("per_class"), data.get("limit"),
+            data.get("validation_split", Data.validation_split), data.get("validation_count"))]
     if data.get("cache") and "builtin" in data:
         errors.append(("$.data.cache", f"{json.dumps(data['cache'])} caches decoded image files; the builtin "
                                        "digits are in memory already: remove it"))
@@ -402,11 +417,18 @@ def _data_errors(data, backbone, base_dir):
             if key in section and not _exists(section[key], base_dir, os.path.isdir if is_folder else os.path.isfile):
                 errors.append((f"{path}.{key}", f"no such {'folder' if is_folder else 'file'}: {section[key]}"))
     errors += crop_errors(data.get("augment", {}).get("random_crop"), data.get("image_size"))
-    if data.get("normalization") == "backbone" and backbone is not None and not _knows_preprocessing(backbone):
+    normalization = data.get("normalization")
+    if isinstance(normalization, dict):
+        try:
+            Normalization(**normalization)
+        except ValueError as error:
+            errors.append(("$.data.normalization", str(error)))
+    reason = _preprocessing_error(backbone) if normalization == "backbone" and backbone is not None else None
+    if reason:
         knowing = " or ".join(f"`backbone.{key}`" for key, source in backbones.SOURCES.items()
                               if source.has_preprocessing)
         errors.append(("$.data.normalization", f"\"backbone\" needs a backbone that knows its input "
-                                               f"preprocessing ({knowing})"))
+                                               f"preprocessing ({knowing}); {reason}"))
     return errors
 
 
@@ -417,9 +439,12 @@ def crop_errors(crop, image_size):
     return []
 
 
-def _knows_preprocessing(backbone):
+def _preprocessing_error(backbone):
+    """Why the JSON `backbone` section does not know its input preprocessing; None if it does."""
     keys = backbones.given_sources(backbone)
-    return len(keys) != 1 or backbones.SOURCES[keys[0]].has_preprocessing  # several: reported already
+    if len(keys) != 1:
+        return None  # reported already
+    return backbones.SOURCES[keys[0]].preprocessing_error(backbone)
 
 
 def _selector_errors(groups, path):
@@ -444,16 +469,70 @@ _SPEC_KEY = {"policy": "lr_policy", "mode": "lr_policy", "schedule": "base_lr",
 
 def _solver_errors(solver, path):
     errors = []
-    if solver.base_lr == AUTO:  # found before training; any LR checks the other parameters
-        solver = dataclasses.replace(solver, base_lr=solver.lr_finder.min_lr)
     if solver.epochs is None and solver.max_iter is None:
         errors.append((json_path(path), "give the training length: `epochs` or `max_iter`"))
+    shares = _percentage_errors(solver, path)
+    if shares:
+        return errors + shares
+    # Steps per epoch come from the data, read by the deep checks: until
+    # then percentages are shares of a nominal length.
+    length_is_max_iter = solver.epochs is None and solver.max_iter is not None
+    return errors + schedule_errors(solver, path, solver.max_iter if length_is_max_iter else NOMINAL_STAGE_ITERATIONS)
+
+
+def schedule_errors(solver, path, iterations):
+    """The errors of the schedule a stage's `solver` declares, the stage
+    `iterations` iterations long: `(json path, message)` of the
+    `ValueError` that building it would raise (`zoo.solver.lr_schedule`
+    on `zoo.solver.sized_solver`), naming the argument; `path` is the
+    solver's (keys and indices)."""
+    if solver.base_lr == AUTO:  # found before training; any LR checks the other parameters
+        solver = dataclasses.replace(solver, base_lr=solver.lr_finder.min_lr)
     try:
-        check_schedule(solver)
+        check_schedule(sized_solver(solver, iterations))
     except ValueError as error:
         argument = re.search(r"Argument `(\w+)`", str(error))
         key = argument and _SPEC_KEY.get(argument.group(1), argument.group(1))
-        errors.append((json_path(path) + (f".{key}" if key else ""), str(error)))
+        message = str(error)
+        if key == "stepvalue" and any(isinstance(value, str) for value in solver.stepvalue):
+            # distinct percentages that round to the same iteration of a short stage
+            message += f" ({_as_json(solver.stepvalue)} of the stage's {iterations} iterations)"
+        return [(json_path(path) + (f".{key}" if key else ""), message)]
+    return []
+
+
+def _percentage_errors(solver, path):
+    """The schedule's lengths given as percentages of the stage
+    (`zoo.lr_policies.percentage`) that are not one; `stepvalue`s that mix
+    percentages with iterations, or whose percentages do not increase; and
+    a percentage `max_iter` where `max_iter` gives the stage's length."""
+    errors = []
+    lengths = [(["stepsize"], solver.stepsize), (["step_size"], solver.step_size), (["max_iter"], solver.max_iter)]
+    lengths += [(["stepvalue", index], value) for index, value in enumerate(solver.stepvalue or ())]
+    if solver.warmup is not None:
+        lengths.append((["warmup", "warmup_steps"], solver.warmup.warmup_steps))
+    for keys, value in lengths:
+        if not isinstance(value, str):
+            continue
+        if keys == ["max_iter"] and solver.epochs is None:
+            errors.append((json_path(path + keys), f"{value!r} is a share of the stage's length, which max_iter "
+                                                   "gives here (the solver has no `epochs`): give max_iter in "
+                                                   "iterations, or set `epochs`"))
+            continue
+        try:
+            percentage(next(key for key in reversed(keys) if isinstance(key, str)), value)
+        except ValueError as error:
+            errors.append((json_path(path + keys), str(error)))
+    stepvalue = solver.stepvalue or ()
+    kinds = {isinstance(value, str) for value in stepvalue}
+    if kinds == {True, False}:
+        errors.append((json_path(path + ["stepvalue"]), f"give every stepvalue in iterations or every one as a "
+                                                        f"percentage of the stage's; got {_as_json(stepvalue)}"))
+    elif kinds == {True} and not errors:
+        shares = [percentage("stepvalue", value) for value in stepvalue]
+        if any(b <= a for a, b in zip(shares, shares[1:])):
+            errors.append((json_path(path + ["stepvalue"]), f"Argument `stepvalue` must be strictly increasing. "
+                                                            f"Received: stepvalue={list(stepvalue)!r}"))
     return errors
 
 

@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 
 import keras
 import pandas as pd
@@ -18,6 +19,7 @@ from zoo.model import portable
 from zoo.reports import TENSORBOARD_DIR, MLflowLog, RunLog, TensorBoardLog, write_lr_find
 from zoo.runner import Runner, lr_columns, stage_path
 from zoo.sections import AUTO, differences, resolve_auto, to_dict
+from zoo.solver import stage_iterations, stage_warnings
 from zoo.spec import QUICK_VALID, SpecError, json_path, load_spec, naming
 
 # Every file `train` writes in a run folder; --overwrite removes these alone.
@@ -88,6 +90,9 @@ class Validation:
         data: The checked `zoo.data.ImageData` (deep only).
         no_preset: Why a KerasHub backbone's run will write no preset
             folder, or None (deep only).
+        warnings: `(json_path, message)` of what in a stage's schedule
+            does not fit its length, known once the data is read (deep
+            only; `schedule_warnings`).
     """
 
     spec: object
@@ -95,6 +100,7 @@ class Validation:
     model: keras.Model = None
     data: object = None
     no_preset: str = None
+    warnings: list = dataclasses.field(default_factory=list)
 
     def summary(self):
         if not self.deep:
@@ -114,7 +120,9 @@ def validate(spec, deep=True, unsafe=False):
     ImageNet download included), checks every frozen/slow selector, and
     reads the data: every image decoded, the classes against the head, the
     image size against the backbone. `train` runs the same checks, so
-    `validate` and `train` agree. Raises `SpecError`; returns a `Validation`.
+    `validate` and `train` agree. Raises `SpecError`; returns a `Validation`,
+    whose `warnings` (deep only) say what in a schedule does not fit its
+    stage's length.
     """
     source, spec = spec, load_spec(spec)
     if not deep:
@@ -122,7 +130,28 @@ def validate(spec, deep=True, unsafe=False):
     runner = Runner(spec, unsafe=unsafe)
     with naming(source):
         model = runner.build()
-    return Validation(spec, deep=True, model=model, data=runner.data, no_preset=runner.no_preset)
+    return Validation(spec, deep=True, model=model, data=runner.data, no_preset=runner.no_preset,
+                      warnings=schedule_warnings(runner))
+
+
+def schedule_warnings(runner):
+    """`(json_path, message)` of what in each stage's schedule does not fit
+    the stage's length (`zoo.solver.stage_warnings`: a policy that never
+    steps or steps too often, an early-stopping patience too short), for a
+    built `Runner`. They do not stop a run."""
+    found = []
+    for plan in runner.plan():
+        where = stage_path(runner.spec.stages, plan.index) + ["solver"]
+        iterations = stage_iterations(plan.stage.solver, plan.steps)
+        found += [(json_path(where + keys), message)
+                  for keys, message in stage_warnings(plan.stage.solver, iterations, plan.epochs)]
+    return found
+
+
+def print_warnings(warnings):
+    """`warning: <json path>: <message>` on stderr for each of `warnings`."""
+    for path, message in warnings:
+        print(f"warning: {path}: {message}", file=sys.stderr)
 
 
 def build_model(spec, stage=0, unsafe=False):
@@ -227,6 +256,8 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
                     cache_dir=os.path.join(run_dir, CACHE_DIR))
     with naming(source):
         model = runner.build()  # a spec that cannot build fails here, before the folder is touched
+    if verbose:
+        print_warnings(schedule_warnings(runner))
     with _RunLock(run_dir):
         # ... and again: another process may have used the folder meanwhile.
         state = _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite)

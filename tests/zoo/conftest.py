@@ -58,13 +58,15 @@ def record_fits(monkeypatch):
 
 def fit_signature(model, dataset, callbacks, epochs, steps):
     """What a `fit` gets from a stage: optimizer, LR at several steps, batch
-    size, length, compile options, the zoo callbacks and trainable layers."""
-    from callbacks import BestWeights, DivergenceGuard, PlateauDecay, current_lr
+    size, length, compile options, the zoo callbacks, trainable layers and
+    BatchNormalization modes."""
+    from callbacks import BestWeights, DivergenceGuard, PlateauDecay, PreciseBN, current_lr
+    from zoo.batchnorm import batchnorm_layers
 
     config = model.optimizer.get_config()
     config.pop("name")
     zoo_callbacks = {type(c).__name__: {k: v for k, v in c.get_config().items() if k not in ("filepath", "verbose")}
-                     for c in callbacks if isinstance(c, (BestWeights, DivergenceGuard, PlateauDecay))}
+                     for c in callbacks if isinstance(c, (BestWeights, DivergenceGuard, PlateauDecay, PreciseBN))}
     return {
         "optimizer": type(model.optimizer).__name__,
         "config": config,
@@ -76,6 +78,8 @@ def fit_signature(model, dataset, callbacks, epochs, steps):
         "steps_per_execution": model.steps_per_execution,
         "callbacks": zoo_callbacks,
         "trainable": [layer.name for layer in model.layers if layer.trainable and layer.weights],
+        # BatchNormalization layers: inference mode (their own `call`), momentum.
+        "batchnorm": [(layer.name, "call" in vars(layer), layer.momentum) for layer in batchnorm_layers(model)],
     }
 
 

@@ -274,11 +274,14 @@ def test_a_preset_without_an_image_converter(tmp_path, tiny_preset):
     refused(preset_spec(folder), tmp_path, "$.data.normalization",
             r"the backbone has no preprocessing of its own \(for a preset: it was saved without "
             r"image_converter.json\)")
+    # No size from the preset: the files' own, which must be one.
     digits = tmp_path / "digits"
-    (digits / "a").mkdir(parents=True)
-    refused(preset_spec(folder, data={"folder": str(digits), "normalization": "none"}), tmp_path,
-            "$.data.image_size", r"required: the size images are resized to \(the backbone's input size is not "
-                                 r"fixed, nor given by a preset's converter\)")
+    for name, size in (("a", 32), ("b", 36)):
+        (digits / name).mkdir(parents=True)
+        keras.utils.save_img(digits / name / "0.png", np.zeros((size, size, 3)), scale=False)
+    refused(preset_spec(folder, data={"folder": str(digits), "normalization": "none", "validation_split": 0.5}),
+            tmp_path, "$.data.image_size", r"not given, and the image files have 2 sizes \(height x width: "
+                                           r"32x32: 1 file, 36x36: 1 file\): set data.image_size")
 
 
 def test_normalization_backbone_needs_a_source_that_knows_it(tmp_path):

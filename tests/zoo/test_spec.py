@@ -76,8 +76,8 @@ def test_all_errors_are_reported_at_once_with_json_paths(tmp_path):
         (lambda s: s["backbone"].update(weights="missing.weights.h5"), "$.backbone.weights", "no such weights file"),
         (lambda s: s.update(frozen=[{"match": "conv*", "regex": "bn"}]), "$.frozen[0]", "give exactly one of"),
         (lambda s: s.update(slow=[{"regex": "("}]), "$.slow[0].regex", "not a regular expression"),
-        (lambda s: s.update(stages=[{"solver": {"lr_policy": "poly", "power": 1}}]), "$.stages[0].solver.max_iter",
-         "`max_iter` is required when policy='poly'"),
+        (lambda s: s.update(stages=[{"solver": {"lr_policy": "poly"}}]), "$.stages[0].solver.power",
+         "`power` is required when policy='poly'"),
         (lambda s: s.update(deterministic=True, stages=[{}, {"solver": {"jit_compile": True}}]),
          "$.stages[1].solver.jit_compile", "XLA is off under `deterministic: true`"),
         (lambda s: s.update(stages=[{"solver": {"early_stopping": {"monitor": "val_accuracy"}}}, {}]),
@@ -275,10 +275,10 @@ def test_malformed_sections_get_schema_errors_only(change):
 def test_errors_come_in_the_order_of_their_paths():
     raw = minimal()
     raw["stages"] = [{}] * 11
-    raw["stages"][10] = raw["stages"][2] = {"solver": {"lr_policy": "poly", "power": 1}}
+    raw["stages"][10] = raw["stages"][2] = {"solver": {"lr_policy": "poly"}}
     raw["head"]["classes"] = 0
     assert [path for path, _ in errors_of(raw)] == [
-        "$.head.classes", "$.stages[2].solver.max_iter", "$.stages[10].solver.max_iter"]
+        "$.head.classes", "$.stages[2].solver.power", "$.stages[10].solver.power"]
 
 
 def test_a_schedule_error_is_the_callbacks_own():

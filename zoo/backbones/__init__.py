@@ -15,7 +15,7 @@ offers (`entries`, for `zoo list`). Every source cuts its model at a layer
 the same way (`cut`): at its feature output by default, or at the layer
 `cut_at` (a KerasHub backbone also at a pyramid level). Adding a source is
 one module with one `@register_source` class; the rest of the package asks
-only what the source knows (`has_preprocessing`, the `Trunk`), never which
+only what the source knows (`preprocessing_error`, the `Trunk`), never which
 source a spec uses.
 
 Checking a spec's `backbone` section and listing the backbones import
@@ -74,12 +74,16 @@ class Trunk:
         preset_writer: For a KerasHub trunk, the `PresetWriter` that saves
             the fine-tuned network as a KerasHub preset folder; None for
             other sources.
+        pretrained: Whether the trunk holds trained weights (False for a
+            registry model built without weights), which sets the default
+            BatchNormalization mode (`zoo.batchnorm`).
     """
 
     model: "keras.Model"
     preprocess: Optional[Callable] = None
     image_size: Optional[tuple] = None
     preset_writer: Optional[object] = None
+    pretrained: bool = True
 
 
 class BackboneSource:
@@ -88,8 +92,16 @@ class BackboneSource:
     key = None  # the `backbone` key that selects this source
     # Keys this source accepts besides `key` and `cut_at`.
     options = ()
-    # Whether it knows its input preprocessing (`normalization: "backbone"`).
+    # Whether its backbones know their input preprocessing (`normalization:
+    # "backbone"`); where they do not, `preprocessing_error` may say how a
+    # spec tells it.
     has_preprocessing = True
+
+    def preprocessing_error(self, backbone):
+        """Why the JSON `backbone` section does not know its input
+        preprocessing, which `data.normalization: "backbone"` needs; None
+        when it knows it."""
+        return None if self.has_preprocessing else f"a `{self.key}` backbone does not know it"
 
     def errors(self, backbone, exists):
         """`(json_path, message)` for what is wrong in the JSON `backbone`

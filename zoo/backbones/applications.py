@@ -192,7 +192,7 @@ class Applications(BackboneSource):
         if from_file:
             load_weights_file(model, backbone.weights, "$.backbone.weights")
         return Trunk(cut(model, backbone.cut_at, "$.backbone.cut_at", entry.name), entry.preprocess_input,
-                     fixed_size(model))
+                     fixed_size(model), pretrained=backbone.weights is not None)
 
     def entries(self):
         return [entry.entry() for entry in REGISTRY.values()]

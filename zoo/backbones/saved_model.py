@@ -1,16 +1,29 @@
 """The `model` source: a saved `.keras` model (or a legacy `.h5` one), cut
-at the layer `cut_at`. Keras and h5py are imported when it is loaded."""
+at the layer `cut_at`, whose input preprocessing a spec may give
+(`preprocessing`). Keras and h5py are imported when it is loaded."""
 
 from zoo.backbones import BackboneSource, Trunk, cut, fixed_size, register_source
 from zoo.errors import SpecError, first_line
+from zoo.sections import Normalization
 
 
 @register_source
 class SavedModel(BackboneSource):
-    """`{"model": "saved.keras", "cut_at": "layer_name"}`."""
+    """`{"model": "saved.keras", "cut_at": "layer_name"}`, and optionally
+    the model's input preprocessing, which the file does not say:
+    `"preprocessing": {"mean": m, "std": s}` (on [0, 1] pixels) or
+    `{"scale": a, "offset": b}` (on [0, 255] pixels), each value a number
+    or one per channel (`zoo.sections.Normalization`)."""
 
     key = "model"
+    options = ("preprocessing",)
     has_preprocessing = False  # a saved model does not say how its inputs were scaled
+
+    def preprocessing_error(self, backbone):
+        if "preprocessing" in backbone:
+            return None
+        return ("a saved model does not say how its inputs were scaled: give it in `backbone.preprocessing`, "
+                "{\"mean\", \"std\"} on [0, 1] pixels or {\"scale\", \"offset\"} on [0, 255] pixels")
 
     def errors(self, backbone, exists):
         errors = []
@@ -18,6 +31,11 @@ class SavedModel(BackboneSource):
             errors.append(("$.backbone.model", f"no such model file: {backbone['model']}"))
         if "cut_at" not in backbone:
             errors.append(("$.backbone.cut_at", "required with `model`: the layer the new head goes on"))
+        if "preprocessing" in backbone:
+            try:
+                Normalization(**backbone["preprocessing"])
+            except ValueError as error:
+                errors.append(("$.backbone.preprocessing", str(error)))
         return errors
 
     def local_paths(self, backbone):
@@ -25,7 +43,24 @@ class SavedModel(BackboneSource):
 
     def build(self, backbone, unsafe=False):
         saved = load_saved_model(backbone.model, unsafe)
-        return Trunk(cut(saved, backbone.cut_at, "$.backbone.cut_at", backbone.model), image_size=fixed_size(saved))
+        preprocess = None
+        if backbone.preprocessing is not None:
+            errors = backbone.preprocessing.channel_errors(saved.input_shape[-1], "$.backbone.preprocessing")
+            if errors:
+                raise SpecError(errors)
+            preprocess = rescaling(*backbone.preprocessing.scale_and_offset())
+        return Trunk(cut(saved, backbone.cut_at, "$.backbone.cut_at", backbone.model), preprocess,
+                     image_size=fixed_size(saved))
+
+
+def rescaling(scale, offset):
+    """The preprocessing `pixels * scale + offset` of [0, 255] pixels, with
+    `scale` and `offset` each a number or a tuple of one per channel."""
+
+    def preprocess(pixels):
+        return pixels * scale + offset
+
+    return preprocess
 
 
 def load_saved_model(path, unsafe=False):
