@@ -494,7 +494,7 @@ def schedule_errors(solver, path, iterations):
         argument = re.search(r"Argument `(\w+)`", str(error))
         key = argument and _SPEC_KEY.get(argument.group(1), argument.group(1))
         message = str(error)
-        if key == "stepvalue" and any(isinstance(value, str) for value in solver.stepvalue):
+        if key == "stepvalue" and any(isinstance(value, str) for value in solver.stepvalue or ()):
             # distinct percentages that round to the same iteration of a short stage
             message += f" ({_as_json(solver.stepvalue)} of the stage's {iterations} iterations)"
         return [(json_path(path) + (f".{key}" if key else ""), message)]

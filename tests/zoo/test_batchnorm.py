@@ -40,6 +40,22 @@ def test_the_default_mode_is_inference_for_a_pretrained_trunk_and_train_from_scr
     assert set(scratch.batchnorm_modes.values()) == {("train", None)}
 
 
+def test_every_source_says_whether_its_trunk_is_pretrained(spec_dir, tmp_path, tiny_preset):
+    from zoo.backbones import build_trunk, get_backbone
+    from zoo.sections import Backbone
+
+    get_backbone("small_cnn").build(input_shape=(8, 8, 1)).save_weights(tmp_path / "small.weights.h5")
+    pretrained_by_source = {
+        "registry, no weights": ({"name": "small_cnn", "input_shape": (8, 8, 1)}, False),
+        "registry, a weights file": ({"name": "small_cnn", "input_shape": (8, 8, 1),
+                                      "weights": str(tmp_path / "small.weights.h5")}, True),
+        "saved model": (pretrained(spec_dir), True),
+        "preset": ({"preset": str(tiny_preset)}, True),
+    }
+    for source, (backbone, expected) in pretrained_by_source.items():
+        assert build_trunk(Backbone(**backbone)).pretrained is expected, source
+
+
 def test_each_mode_and_momentum_acts_in_training(spec_dir, tmp_path):
     spec = finetune_spec(spec_dir, batchnorm={
         "mode": "inference",

@@ -78,6 +78,8 @@ def test_max_iter_defaults_to_the_stage_length_and_integers_stay_as_given():
      "give every stepvalue in iterations or every one as a percentage of the stage's; got [100, '50%']"),
     ({"epochs": None, "lr_policy": "poly", "power": 1, "max_iter": "80%"}, "$.solver.max_iter",
      "'80%' is a share of the stage's length, which max_iter gives here (the solver has no `epochs`)"),
+    ({"lr_policy": "multistep", "gamma": 0.1}, "$.solver.stepvalue",  # none at all (the fuzz test found it)
+     "Argument `stepvalue` is required when policy='multistep'. Received: stepvalue=None"),
 ])
 def test_a_wrong_percentage_is_a_spec_error_at_its_path(solver, path, message):
     with pytest.raises(SpecError) as caught:
