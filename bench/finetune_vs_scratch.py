@@ -183,7 +183,8 @@ def learning_rate_part(args):
 def batchnorm_part(seeds):
     """The BatchNorm comparison on small data: `{configuration: [final
     validation accuracy per seed]}`."""
-    recipe = json.load(open(RECIPE))
+    with open(RECIPE) as f:
+        recipe = json.load(f)
     solver, data = recipe["solver"], recipe["data"]
     iterations = solver["epochs"] * -(-len(data["classes"]) * data["per_class"] // solver["batch_size"])
     results = {}

@@ -100,6 +100,17 @@ class BestWeights(ResumableCallback):
         super().set_state(state)
         self._pending_weights = weights
 
+    def take_model_weights(self):
+        """Make the model's weights, as they are now, the best epoch's, and
+        write them to `filepath`: after `on_train_end` put the best weights
+        back and something changed them on purpose, such as
+        `recompute_batchnorm` recomputing their BatchNorm statistics."""
+        if self._best_snapshot is None:
+            raise ValueError("No best epoch yet: `take_model_weights` replaces the weights of one.")
+        self._best_snapshot.take()
+        if self.filepath:
+            write_atomically(self.filepath, self.model.save_weights)
+
     def on_train_begin(self, logs=None):
         weights, self._pending_weights = self._pending_weights, None
         if super().on_train_begin(logs) and self.best_epoch is not None:

@@ -71,6 +71,9 @@ class PreciseBN(keras.callbacks.Callback):
         self.verbose = verbose
         self._pending_epoch = None  # the epoch not yet recomputed, when="epoch"
 
+    def on_train_begin(self, logs=None):
+        self._pending_epoch = None
+
     def on_epoch_begin(self, epoch, logs=None):
         if self.when == "epoch":
             self._pending_epoch = epoch
@@ -85,14 +88,14 @@ class PreciseBN(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self._pending_epoch = None
         if self.when == "train_end":
-            self._recompute()
+            self._recompute_and_say()
 
     def _recompute_pending_epoch(self):
         if self._pending_epoch is not None:
             epoch, self._pending_epoch = self._pending_epoch, None
-            self._recompute(epoch)
+            self._recompute_and_say(epoch)
 
-    def _recompute(self, epoch=None):
+    def _recompute_and_say(self, epoch=None):
         # `self.model`: on JAX the property puts the fit's state into the variables first.
         names, batches = _recompute(self.model, self.data, self.num_batches)
         if self.verbose:
@@ -165,7 +168,7 @@ def recompute_batchnorm(model, batches, num_batches=None):
 
 def _recompute(model, batches, num_batches):
     """`recompute_batchnorm`'s work: the names of the layers recomputed, and the batches used."""
-    layers = _batchnorm_layers(model)
+    layers = batchnorm_layers(model)
     renorm = [layer.name for layer in layers if layer.renorm]
     if renorm:
         raise ValueError(
@@ -212,8 +215,9 @@ def _recompute(model, batches, num_batches):
     return [layer.name for layer in recomputed], used
 
 
-def _batchnorm_layers(model):
-    """The model's BatchNormalization layers, nested models' included, each once."""
+def batchnorm_layers(model):
+    """The BatchNormalization layers of `model` and of the models nested in
+    it, each once, in model order."""
     found = {}
 
     def walk(layer):
@@ -273,7 +277,7 @@ def _compiled(model, build):
     (a BatchNormalization layer's `trainable` decides its mode) and the
     layers' own `call` (`zoo.batchnorm` sets one for inference mode)."""
     signature = (tuple(id(v) for v in model.trainable_variables),
-                 tuple("call" in vars(layer) for layer in _batchnorm_layers(model)))
+                 tuple("call" in vars(layer) for layer in batchnorm_layers(model)))
     cached = _COMPILED_STEPS.get(model)
     if cached is None or cached[0] != signature:
         cached = _COMPILED_STEPS[model] = (signature, build(weakref.ref(model)))
@@ -291,7 +295,7 @@ def _stateful_step(model, x, totals):
     # Each layer's statistics now hold the batch's: its momentum is 0.
     model(x, training=True)
     batch_statistics = [(ops.convert_to_tensor(layer.moving_mean), ops.convert_to_tensor(layer.moving_variance))
-                        for layer in _batchnorm_layers(model)]
+                        for layer in batchnorm_layers(model)]
     return _combine(x, totals, batch_statistics), batch_statistics
 
 
@@ -315,7 +319,7 @@ def _jax_stateless_step(model_ref):
     model = model_ref()
     index = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
     positions = [(index[id(layer.moving_mean)], index[id(layer.moving_variance)])
-                 for layer in _batchnorm_layers(model)]
+                 for layer in batchnorm_layers(model)]
 
     def stateless_step(trainable, non_trainable, x, totals):
         _, non_trainable = model_ref().stateless_call(trainable, non_trainable, x, training=True)

@@ -14,27 +14,25 @@ Each BatchNormalization layer among the model's layers runs in one mode:
 The default is "inference" for a pretrained trunk and "train" from scratch.
 """
 
+import contextlib
 import weakref
 
 import keras
 
+from callbacks.precise_bn import batchnorm_layers
 from zoo.model import chosen_groups
 
 # Each layer's own momentum, as built, for stages that do not replace it.
 _OWN_MOMENTUM = weakref.WeakKeyDictionary()
 
 
-def batchnorm_layers(model):
-    """The BatchNormalization layers among `model`'s layers, in model order."""
-    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-
-
 def layer_modes(model, section, pretrained, path):
     """`{layer name: (mode, momentum)}` of `model`'s BatchNormalization
-    layers under a stage's `BatchNorm` section (JSON path `path`): a
-    layer's `layers` group, else the section, else the default (momentum
-    None: the layer's own). A group that picks no BatchNormalization layer
-    is a SpecError."""
+    layers (`callbacks.precise_bn.batchnorm_layers`: nested models' too)
+    under a stage's `BatchNorm` section (JSON path `path`): a layer's
+    `layers` group, else the section, else the default (momentum None: the
+    layer's own). `layers` selectors pick among `model.layers`; one that
+    picks no BatchNormalization layer is a SpecError."""
     default_mode = section.mode or ("inference" if pretrained else "train")
     choice = chosen_groups(model, section.layers, list(path) + ["batchnorm", "layers"],
                            layer_type=keras.layers.BatchNormalization)
@@ -49,18 +47,37 @@ def layer_modes(model, section, pretrained, path):
 
 def set_modes(model, modes):
     """Put each BatchNormalization layer of `model` in its mode and momentum
-    (`layer_modes`). A "frozen" layer is frozen by `configure_layers`
-    (`trainable = False`), which runs first; an "inference" layer that
-    trains is called with `training=False` whatever the model is called with.
-    Train functions compiled afterwards see the change (every stage compiles)."""
+    (`layer_modes`), after `configure_layers` (which counts a top-level
+    "frozen" layer as frozen in its table). A "frozen" layer gets
+    `trainable = False`; an "inference" one is called with `training=False`
+    whatever the model is called with. Train functions compiled afterwards
+    see the change (every stage compiles)."""
     for layer in batchnorm_layers(model):
         mode, momentum = modes[layer.name]
         own = _OWN_MOMENTUM.setdefault(layer, layer.momentum)
         layer.momentum = own if momentum is None else momentum
+        if mode == "frozen":
+            layer.trainable = False
         if mode == "inference":
             layer.call = _with_running_statistics(layer)
         elif "call" in vars(layer):
             del layer.call
+
+
+@contextlib.contextmanager
+def own_momentum(model):
+    """Inside the block, `model`'s BatchNormalization layers have their own
+    momentum, as built, so that a model saved there loads as it was built,
+    not with a stage's `batchnorm.momentum`; the stage's after it."""
+    layers = batchnorm_layers(model)
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = _OWN_MOMENTUM.get(layer, layer.momentum)
+    try:
+        yield
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
 
 
 def _with_running_statistics(layer):

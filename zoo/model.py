@@ -129,21 +129,28 @@ def chosen_groups(model, groups, path, layer_type=None):
     `path`) that picks each layer; a layer picked by several takes the most
     specific one (the longest literal pattern; ties go to the group listed
     first). With `layer_type` (a layer class), only layers of that type
-    count, and a group that picks none is a SpecError."""
+    count. A group that picks no layer (of that type) is a SpecError, all
+    such groups in one."""
     of_type = None if layer_type is None else {layer.name for layer in model.layers if isinstance(layer, layer_type)}
-    choice = {}
+    choice, errors = {}, []
     for index, group in enumerate(groups):
-        picked = selected_layers(model, group, path + [index])
+        try:
+            picked = selected_layers(model, group, path + [index])
+        except SpecError as error:
+            errors += error.errors
+            continue
         if of_type is not None:
             picked = [name for name in picked if name in of_type]
             if not picked:
                 key, value = _selector(group)
-                raise SpecError([(json_path(path + [index, key]), f"{value!r} matches no {layer_type.__name__} "
-                                                                  f"layer; the model has {len(of_type)}")])
+                errors.append((json_path(path + [index, key]), f"{value!r} matches no {layer_type.__name__} "
+                                                               f"layer; the model has {len(of_type)}"))
         for name in picked:
             current = choice.get(name)
             if current is None or _specificity(group) > _specificity(current):
                 choice[name] = group
+    if errors:
+        raise SpecError(errors)
     return choice
 
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 from callbacks import (BestWeights, DivergenceGuard, PlateauDecay, PreciseBN, find_lr, lr_per_step,
                        recompute_batchnorm)
 from zoo.backbones import build_trunk
-from zoo.batchnorm import batchnorm_layers, describe_modes, layer_modes, set_modes
+from zoo.batchnorm import describe_modes, layer_modes, set_modes
 from zoo.data import load_data
 from zoo.errors import SpecError, first_line, json_path
 from zoo.model import HEAD_PREFIX, build_network, compile_stage, configure_layers, selected_layers
@@ -114,8 +114,8 @@ class Runner:
 
     def build(self):
         """The spec's network, seeded, in its strategy and precision, with
-        every frozen/slow selector checked against it; compiled for stage 0.
-        Its data is read and checked against it (`self.data`).
+        every frozen, slow and batchnorm selector checked against it; compiled
+        for stage 0. Its data is read and checked against it (`self.data`).
 
         Everything knowable before training is checked here, and a problem
         is a `SpecError`: `zoo validate` runs this, too."""
@@ -215,7 +215,8 @@ class Runner:
         if spec.data.normalization == "backbone" and trunk.preprocess is None:
             raise SpecError([("$.data.normalization", "\"backbone\": the backbone has no preprocessing of its own "
                                                       "(for a preset: it was saved without image_converter.json); "
-                                                      "give {\"mean\", \"std\"} or \"none\"")])
+                                                      "give {\"mean\", \"std\"}, {\"scale\", \"offset\"} "
+                                                      "or \"none\"")])
         section = spec.data
         if section.image_size is None:
             # None still when the backbone's input size is not fixed: the files' own size (`load_data`).
@@ -302,9 +303,9 @@ class Runner:
         if state["stage_ended"]:
             # As after an uninterrupted stage: the model goes on from the best
             # weights so far, their statistics recomputed if the stage asks.
-            _restore_best(self._best_weights(plans[index], run, None, verbose), self.model)
-            if plans[index].stage.batchnorm.recompute:
-                recompute_batchnorm(self.model, *self._recompute_batches(plans[index]))
+            best = self._best_weights(plans[index], run, None, verbose)
+            _restore_best(best, self.model)
+            run.best_rewritten = self._recompute_at_stage_end(plans[index], best)
             return index + 1
         run.plateau_state = state["plateau"]
         return index
@@ -349,8 +350,6 @@ class Runner:
         epoch_end = _EpochEnd(self, run, plan, plateau, guard, best)
         # The guard goes before the callbacks that watch metrics: it blanks
         # the logs of an epoch it stopped, which no one should take as progress.
-        # PreciseBN goes last: at the end of a stage it recomputes the statistics
-        # of the weights BestWeights (and the guard) put back.
         callbacks = [_StepLR(run, stage.name, table["lr_mult"]), *filter(None, [guard, plateau]), best, *extra,
                      epoch_end, *filter(None, [self._precise_bn(plan, verbose)])]
         # shuffle=False: the pipeline orders every epoch itself.
@@ -358,6 +357,7 @@ class Runner:
                        steps_per_epoch=plan.steps, validation_data=data.validation(solver.batch_size, verbose),
                        initial_epoch=first, epochs=plan.end_epoch, shuffle=False,
                        callbacks=callbacks, verbose=verbose)
+        run.best_rewritten = self._recompute_at_stage_end(plan, best)
         if guard is not None and guard.diverged:
             run.diverged = guard.reason
         run.best_state = best.get_state()
@@ -366,20 +366,30 @@ class Runner:
 
 
     def _precise_bn(self, plan, verbose):
-        """The stage's `PreciseBN` (`batchnorm.recompute`), or None."""
-        recompute = plan.stage.batchnorm.recompute
-        if not recompute:
+        """`PreciseBN` before every validation (`batchnorm.recompute:
+        "epoch"`), or None."""
+        if plan.stage.batchnorm.recompute != "epoch":
             return None
-        return PreciseBN(*self._recompute_batches(plan), when="epoch" if recompute == "epoch" else "train_end",
-                         verbose=verbose)
+        return PreciseBN(*self._recompute_batches(plan), verbose=verbose)
+
+    def _recompute_at_stage_end(self, plan, best):
+        """`batchnorm.recompute: true`: the statistics of the best weights,
+        which `best` (`BestWeights`) put back at the end of the stage,
+        recomputed, and kept as the best weights (in memory and in
+        `best.weights.h5`): a later stage or the run's end restores them so.
+        Returns whether it rewrote the best weights."""
+        if plan.stage.batchnorm.recompute is not True or best.best_epoch is None:
+            return False
+        recompute_batchnorm(self.model, *self._recompute_batches(plan))
+        best.take_model_weights()
+        return True
 
     def _recompute_batches(self, plan):
         """`(batches, num_batches)` that a stage recomputes its statistics
-        over: the first `recompute_batches` of the stage's first epoch, the
-        same whether the stage was resumed or not."""
-        settings = plan.stage.batchnorm
+        over: the first batches of the stage's first epoch, the same whether
+        the stage was resumed or not."""
         return (self.data.train(plan.stage.solver.batch_size, plan.first_epoch, 1),
-                min(settings.recompute_batches, plan.steps))
+                _recompute_count(plan.stage.batchnorm, plan.steps))
 
 
 @dataclasses.dataclass
@@ -394,6 +404,8 @@ class _RunState:
     plateau_state: dict = None
     reference_loss: float = None
     diverged: str = None
+    # The best weights were rewritten since the last checkpoint (`_recompute_at_stage_end`).
+    best_rewritten: bool = False
 
 
 def lr_columns(spec):
@@ -455,8 +467,10 @@ class _EpochEnd(keras.callbacks.Callback):
             self.runner.on_epoch_end(self.run.history, new_rows)
         if self.runner.checkpoint is not None:
             ended = self.model.stop_training or epoch + 1 == self.plan.end_epoch
+            # The best weights changed this epoch, or at the end of the stage before (`best_rewritten`).
+            best_changed, self.run.best_rewritten = self.best.best_epoch == epoch or self.run.best_rewritten, False
             self.runner.checkpoint.save(self.model, best_path=self.runner.best_path,
-                                        best_improved=self.best.best_epoch == epoch, state={
+                                        best_improved=best_changed, state={
                 "stage": self.plan.index,
                 "epoch": epoch + 1,
                 "stage_ended": ended,
@@ -473,7 +487,12 @@ def _recompute_note(settings, steps):
     if not settings.recompute:
         return ""
     when = "before every validation" if settings.recompute == "epoch" else "at the end of the stage"
-    return f"; statistics recomputed {when} over {min(settings.recompute_batches, steps)} batches"
+    return f"; statistics recomputed {when} over {_recompute_count(settings, steps)} batches"
+
+
+def _recompute_count(settings, steps):
+    """The batches a `batchnorm` section recomputes statistics over: at most an epoch's `steps`."""
+    return min(settings.recompute_batches, steps)
 
 
 def _restore_best(best, model):
@@ -529,12 +548,12 @@ def _kernel_errors(model, image_shape, precision):
 
 
 def _check_selectors(model, stages, pretrained):
-    """Every frozen/slow selector of every stage must pick a layer, and
+    """Every frozen and slow selector of every stage must pick a layer, and
     every `batchnorm.layers` selector a BatchNormalization layer: checked
     before any training, all such errors at once. A `batchnorm` section
-    that asks for more than a mode needs BatchNormalization layers."""
+    that sets `momentum` or `recompute` needs BatchNormalization layers,
+    and `recompute` one in train mode."""
     errors = []
-    has_batchnorm = bool(batchnorm_layers(model))
     for index, stage in enumerate(stages):
         path = stage_path(stages, index)
         for key in ("frozen", "slow"):
@@ -544,13 +563,19 @@ def _check_selectors(model, stages, pretrained):
                 except SpecError as error:
                     errors += error.errors
         try:
-            layer_modes(model, stage.batchnorm, pretrained, path)
+            modes = layer_modes(model, stage.batchnorm, pretrained, path)
         except SpecError as error:
             errors += error.errors
-        asked = [key for key in ("momentum", "recompute") if getattr(stage.batchnorm, key)]
-        if asked and not has_batchnorm:
+            continue
+        asked = [key for key, unset in (("momentum", None), ("recompute", False))
+                 if getattr(stage.batchnorm, key) is not unset]
+        if asked and not modes:
             errors.append((json_path(path + ["batchnorm", asked[0]]), "the model has no BatchNormalization "
                                                                      "layer: remove it"))
+        elif stage.batchnorm.recompute and not any(mode == "train" for mode, _ in modes.values()):
+            errors.append((json_path(path + ["batchnorm", "recompute"]), "recomputes the statistics of layers in "
+                           "train mode, and this stage has none (inference and frozen layers keep theirs): "
+                           "set batchnorm.mode (or a layers group's) to \"train\", or remove it"))
     if errors:
         raise SpecError(list(dict.fromkeys(errors)))
 

@@ -28,6 +28,8 @@ from zoo.sections import AUTO, Data, Normalization, Solver, Spec, from_dict, spe
 from zoo.solver import CYCLIC_MODES, check_schedule, sized_solver
 
 SELECTOR_KEYS = ("match", "regex", "up_to", "indices")
+# Where a spec (or a stage) lists layer selectors.
+LAYER_SELECTORS = (["frozen"], ["slow"], ["batchnorm", "layers"])
 FILE_SOURCES = ("folder", "listing", "csv")
 PATH_KEYS = FILE_SOURCES + ("root",)
 # The `data` keys that take a subset of the builtin digits (`zoo.datasets.load_digits`).
@@ -280,9 +282,9 @@ def semantic_errors(spec, base_dir, invalid=()):
     if data is not None:
         errors += _data_errors(data, backbone, base_dir)
     stages = spec.get("stages", [])
-    selectors = [["frozen"], ["slow"], ["batchnorm", "layers"]]
+    selectors = list(LAYER_SELECTORS)
     if isinstance(stages, list):
-        selectors += [["stages", index, *key] for index in range(len(stages)) for key in selectors[:3]]
+        selectors += [["stages", index, *key] for index in range(len(stages)) for key in LAYER_SELECTORS]
     for path in selectors:
         groups = checked(*path, default=[])
         if groups is not None:

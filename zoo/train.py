@@ -12,6 +12,7 @@ import keras
 import pandas as pd
 
 from callbacks._files import leftovers, remove, write_atomically, write_folder_atomically
+from zoo.batchnorm import own_momentum
 from zoo.checkpoint import Checkpoint
 from zoo.data import scale_and_offset, summary_of_skipped
 from zoo.lr_policies import LR_FINDER_RULES
@@ -53,7 +54,9 @@ class TrainResult:
             effective LR of every `lr_mult` group (`lr_x10`, ...).
         best_epoch: 0-based epoch (over all stages) with the best `monitor`.
         monitor: The metric that picked it; `best` its value.
-        model: The trained Keras model, holding the best epoch's weights.
+        model: The trained Keras model, holding the best epoch's weights,
+            its BatchNormalization layers as the last stage ran them
+            (`batchnorm`); `model.keras` holds them as built.
         run_dir: The run folder; `paths` names the files in it.
         spec: The `Spec` that ran: `base_lr: "auto"` replaced by the LR found.
         diverged: Why `DivergenceGuard` stopped the run (the stage, epoch
@@ -117,9 +120,9 @@ def validate(spec, deep=True, unsafe=False):
 
     Quick (`deep=False`): the schema and the rules between fields. Deep
     (the default): also builds the model (backbone file, weights file and
-    ImageNet download included), checks every frozen/slow selector, and
-    reads the data: every image decoded, the classes against the head, the
-    image size against the backbone. `train` runs the same checks, so
+    ImageNet download included), checks every frozen, slow and
+    `batchnorm.layers` selector, and reads the data: every image decoded,
+    the classes against the head, the image size against the backbone. `train` runs the same checks, so
     `validate` and `train` agree. Raises `SpecError`; returns a `Validation`,
     whose `warnings` (deep only) say what in a schedule does not fit its
     stage's length.
@@ -301,8 +304,9 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
                                 error.source) from None
             finally:
                 log.plot()  # also after Ctrl-C or a crash: the plots of the finished epochs
-            write_atomically(paths["model.keras"], portable(model).save)
-            _write_preset(runner, paths["preset"])
+            with own_momentum(model):  # the network as built, not a stage's `batchnorm.momentum`
+                write_atomically(paths["model.keras"], portable(model).save)
+                _write_preset(runner, paths["preset"])
             checkpoint.update(finished=True)
             status = "FINISHED"
         except KeyboardInterrupt:

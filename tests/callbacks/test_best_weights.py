@@ -104,6 +104,24 @@ def test_best_weights_carry_over_in_memory_without_a_file(digits):
     assert_weights_equal(model.get_weights(), recorder.weights[1])
 
 
+def test_take_model_weights_replaces_the_best_weights_and_their_file(digits, tmp_path):
+    # As zoo does after recomputing the BatchNorm statistics of the restored best weights.
+    path = tmp_path / "best.weights.h5"
+    best = BestWeights(monitor="score", mode="max", filepath=path, verbose=0)
+    model = mlp(keras.optimizers.SGD(0.1))
+    with pytest.raises(ValueError, match="No best epoch yet"):
+        best.set_model(model)
+        best.take_model_weights()
+    fit(model, digits, [ScriptedMetric([0.1, 0.9, 0.2]), best], 3)
+    changed = [w + 1.0 for w in model.get_weights()]
+    model.set_weights(changed)
+    best.take_model_weights()
+    assert_weights_equal([keras.ops.convert_to_numpy(w) for w in best.best_weights], changed)
+    fresh = mlp(keras.optimizers.SGD(0.1))
+    fresh.load_weights(path)
+    assert_weights_equal(fresh.get_weights(), changed)
+
+
 def test_missing_monitor_is_an_error(digits):
     x, y, _, _ = digits
     model = mlp(keras.optimizers.SGD(0.1))

@@ -123,6 +123,34 @@ def test_recomputed_statistics_are_those_of_the_stages_batches(spec_dir, tmp_pat
     accuracy = np.mean(np.argmax(result.model.predict(x, verbose=0), axis=1) == y)
     if when == "epoch":
         assert result.history["val_accuracy"].iloc[-1] == pytest.approx(accuracy, abs=1e-6)
+    # The best weights kept on disk hold them; model.keras too, with the layers' own momentum.
+    saved = keras.saving.load_model(result.paths["model.keras"])
+    best = keras.models.clone_model(result.model)
+    best.load_weights(result.paths["best.weights.h5"])
+    for model in (saved, best):
+        for a, b in zip(recomputed, statistics(model.get_layer("bn3"))):
+            np.testing.assert_array_equal(a, b)
+    assert saved.get_layer("bn3").momentum == 0.9  # small_cnn's own, not the stage's 0.99
+
+
+def test_a_recompute_at_the_end_of_a_stage_stays_in_the_best_weights_of_later_stages(spec_dir, tmp_path):
+    # Stage 2 trains nothing that matters (LR 1e-12, BatchNorm frozen): the run ends on stage 1's best weights.
+    spec = finetune_spec(spec_dir, stages=[
+        {"name": "a", "batchnorm": {"mode": "train", "momentum": 0.99, "recompute": True}},
+        {"name": "b", "solver": {"base_lr": 1e-12}, "batchnorm": {"mode": "frozen"}}])
+    spec["solver"]["early_stopping"] = {"monitor": "val_accuracy", "min_delta": 1.0}  # no later epoch is better
+    result = train(spec, run_dir=tmp_path / "run", verbose=0)
+    assert result.best_epoch == 0
+    runner = Runner(load_spec(spec))
+    runner.build()
+    # Stage 1's best weights, their statistics recomputed over its batches: again, nothing changes.
+    bn3 = result.model.get_layer("bn3")
+    kept = statistics(bn3)
+    for name in ("bn1", "bn2", "bn3"):  # in train mode, as stage 1 recomputed them
+        result.model.get_layer(name).trainable = True
+    recompute_batchnorm(result.model, runner.data.train(32, 0, 1))
+    for a, b in zip(kept, statistics(bn3)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_batchnorm_selectors_and_settings_are_checked_before_training(spec_dir, tmp_path):
@@ -139,3 +167,8 @@ def test_batchnorm_selectors_and_settings_are_checked_before_training(spec_dir, 
     with pytest.raises(SpecError) as error:
         Runner(load_spec(spec)).build()
     assert error.value.errors == [("$.batchnorm.recompute", "the model has no BatchNormalization layer: remove it")]
+    spec = finetune_spec(spec_dir, batchnorm={"recompute": "epoch"})  # inference mode, the default here
+    with pytest.raises(SpecError) as error:
+        Runner(load_spec(spec)).build()
+    assert error.value.errors[0][0] == "$.batchnorm.recompute"
+    assert "this stage has none" in error.value.errors[0][1]

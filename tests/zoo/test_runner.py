@@ -44,7 +44,7 @@ STAGE_FIELDS = {
 LAYER_FIELDS = {
     "frozen": ({}, {"frozen": [{"up_to": "relu2"}]}),
     "slow": ({}, {"slow": [{"match": "head_*", "lr_mult": 10}]}),
-    "batchnorm": ({}, {"batchnorm": {"mode": "inference", "momentum": 0.5, "recompute": True}}),
+    "batchnorm": ({}, {"batchnorm": {"mode": "train", "momentum": 0.5, "recompute": "epoch"}}),
 }
 
 
