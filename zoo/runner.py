@@ -17,7 +17,7 @@ from zoo.errors import SpecError, first_line, json_path
 from zoo.model import HEAD_PREFIX, build_network, compile_stage, configure_layers, selected_layers
 from zoo.reports import lr_column
 from zoo.sections import AUTO, Stage, to_dict, with_base_lr
-from zoo.solver import sized_solver, stage_iterations
+from zoo.solver import sized_solver, stage_iterations, stage_warnings
 from zoo.spec import schedule_errors
 
 # The Keras dtype policy of each `mixed_precision`: variables stay float32;
@@ -42,6 +42,12 @@ class StagePlan:
     @property
     def end_epoch(self):
         return self.first_epoch + self.epochs
+
+    @property
+    def iterations(self):
+        """The stage's length, of which its schedule's percentages are
+        shares (`zoo.solver.stage_iterations`)."""
+        return stage_iterations(self.stage.solver, self.steps)
 
 
 @dataclasses.dataclass
@@ -158,7 +164,7 @@ class Runner:
         set_modes(self.model, modes)
         self.batchnorm_modes = modes
         # The schedule's percentages become iterations of the stage (`plan` checks every stage's).
-        solver = sized_solver(stage.solver, stage_iterations(stage.solver, self.plan()[index].steps))
+        solver = sized_solver(stage.solver, self.plan()[index].iterations)
         if solver.base_lr == AUTO:
             solver = dataclasses.replace(solver, base_lr=solver.lr_finder.min_lr)
         with self.strategy.scope():
@@ -242,13 +248,23 @@ class Runner:
         for index, stage in enumerate(self.spec.stages):
             steps = self.data.steps(stage.solver.batch_size)
             epochs = stage.solver.epochs or math.ceil(stage.solver.max_iter / steps)
+            plan = StagePlan(index, stage, first, epochs, steps)
             errors += schedule_errors(stage.solver, stage_path(self.spec.stages, index) + ["solver"],
-                                      stage_iterations(stage.solver, steps))
-            plans.append(StagePlan(index, stage, first, epochs, steps))
+                                      plan.iterations)
+            plans.append(plan)
             first += epochs
         if errors:
             raise SpecError(errors)
         return plans
+
+    def schedule_warnings(self):
+        """`(json_path, message)` of what in each stage's schedule does not
+        fit the stage's length (`zoo.solver.stage_warnings`: a policy that
+        never steps or steps too often, an early-stopping patience too
+        short). They do not stop a run."""
+        return [(json_path(stage_path(self.spec.stages, plan.index) + ["solver"] + keys), message)
+                for plan in self.plan()
+                for keys, message in stage_warnings(plan.stage.solver, plan.iterations, plan.epochs)]
 
     # --- training -------------------------------------------------------
 
@@ -363,7 +379,6 @@ class Runner:
         run.best_state = best.get_state()
         run.reference_loss = guard.reference_loss if guard else run.reference_loss
         return best
-
 
     def _precise_bn(self, plan, verbose):
         """`PreciseBN` before every validation (`batchnorm.recompute:

@@ -20,7 +20,6 @@ from zoo.model import portable
 from zoo.reports import TENSORBOARD_DIR, MLflowLog, RunLog, TensorBoardLog, write_lr_find
 from zoo.runner import Runner, lr_columns, stage_path
 from zoo.sections import AUTO, differences, resolve_auto, to_dict
-from zoo.solver import stage_iterations, stage_warnings
 from zoo.spec import QUICK_VALID, SpecError, json_path, load_spec, naming
 
 # Every file `train` writes in a run folder; --overwrite removes these alone.
@@ -95,7 +94,7 @@ class Validation:
             folder, or None (deep only).
         warnings: `(json_path, message)` of what in a stage's schedule
             does not fit its length, known once the data is read (deep
-            only; `schedule_warnings`).
+            only; `Runner.schedule_warnings`).
     """
 
     spec: object
@@ -134,21 +133,7 @@ def validate(spec, deep=True, unsafe=False):
     with naming(source):
         model = runner.build()
     return Validation(spec, deep=True, model=model, data=runner.data, no_preset=runner.no_preset,
-                      warnings=schedule_warnings(runner))
-
-
-def schedule_warnings(runner):
-    """`(json_path, message)` of what in each stage's schedule does not fit
-    the stage's length (`zoo.solver.stage_warnings`: a policy that never
-    steps or steps too often, an early-stopping patience too short), for a
-    built `Runner`. They do not stop a run."""
-    found = []
-    for plan in runner.plan():
-        where = stage_path(runner.spec.stages, plan.index) + ["solver"]
-        iterations = stage_iterations(plan.stage.solver, plan.steps)
-        found += [(json_path(where + keys), message)
-                  for keys, message in stage_warnings(plan.stage.solver, iterations, plan.epochs)]
-    return found
+                      warnings=runner.schedule_warnings())
 
 
 def print_warnings(warnings):
@@ -260,7 +245,7 @@ def train(spec, run_dir=None, resume=False, overwrite=False, callbacks=(), verbo
     with naming(source):
         model = runner.build()  # a spec that cannot build fails here, before the folder is touched
     if verbose:
-        print_warnings(schedule_warnings(runner))
+        print_warnings(runner.schedule_warnings())
     with _RunLock(run_dir):
         # ... and again: another process may have used the folder meanwhile.
         state = _prepare_folder(spec, run_dir, paths, checkpoint, resume, overwrite)
