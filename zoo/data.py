@@ -527,6 +527,11 @@ def _csv_rows(source, where, bad):
     return rows
 
 
+def _read_image(path, channels):
+    """The image in the file `path`, decoded with `channels` channels (uint8)."""
+    return tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+
+
 def _decoded_sizes(paths, channels):
     """The `(height, width)` of each file decoded as training decodes it
     (one parallel pass), `(0, 0)` for a file that does not decode."""
@@ -535,8 +540,8 @@ def _decoded_sizes(paths, channels):
         return sizes
 
     def decode(index, path):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
-        return index, tf.shape(image)[:2]  # the shape makes the decode run (an unused one is pruned)
+        # The shape makes the decode run (an unused decode is pruned).
+        return index, tf.shape(_read_image(path, channels))[:2]
 
     indices = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), np.asarray(paths, dtype=str)))
     decoded = indices.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors().batch(4096)
@@ -566,7 +571,7 @@ def _decoder(size, channels):
     size = tuple(size)
 
     def decode(path):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+        image = _read_image(path, channels)
         image = tf.cond(tf.reduce_all(tf.shape(image)[:2] == size), lambda: tf.cast(image, "float32"),
                         lambda: tf.round(tf.image.resize(image, size)))
         return tf.ensure_shape(image, (*size, channels))
