@@ -131,7 +131,7 @@ def chosen_groups(model, groups, path, layer_type=None):
     first). With `layer_type` (a layer class), only layers of that type
     count. A group that picks no layer (of that type) is a SpecError, all
     such groups in one."""
-    of_type = None if layer_type is None else {layer.name for layer in model.layers if isinstance(layer, layer_type)}
+    of_type = None if layer_type is None else [layer.name for layer in model.layers if isinstance(layer, layer_type)]
     choice, errors = {}, []
     for index, group in enumerate(groups):
         try:
@@ -144,7 +144,7 @@ def chosen_groups(model, groups, path, layer_type=None):
             if not picked:
                 key, value = _selector(group)
                 errors.append((json_path(path + [index, key]), f"{value!r} matches no {layer_type.__name__} "
-                                                               f"layer; the model has {len(of_type)}"))
+                                                               f"layer; the model's are {_listed(of_type)}"))
         for name in picked:
             current = choice.get(name)
             if current is None or _specificity(group) > _specificity(current):
@@ -152,6 +152,12 @@ def chosen_groups(model, groups, path, layer_type=None):
     if errors:
         raise SpecError(errors)
     return choice
+
+
+def _listed(names, shown=5):
+    """'bn1, bn2, bn3', or the first `shown` and how many more ('none' for none)."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return (", ".join(names[:shown]) or "none") + more
 
 
 def configure_layers(model, frozen, slow, path=(), also_frozen=()):

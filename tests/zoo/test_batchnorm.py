@@ -158,7 +158,8 @@ def test_batchnorm_selectors_and_settings_are_checked_before_training(spec_dir, 
     with pytest.raises(SpecError) as error:
         Runner(load_spec(spec)).build()
     assert error.value.errors == [("$.batchnorm.layers[0].match",
-                                   "'conv*' matches no BatchNormalization layer; the model has 3")]
+                                   "'conv*' matches no BatchNormalization layer; the model's are bn1, bn2, "
+                                   "bn3")]
     inputs = keras.Input((8, 8, 1))
     plain = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="conv")(inputs))
     plain.save(tmp_path / "plain.keras")
